@@ -1,0 +1,40 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// Every failure the library reports. Messages name the file, layer, tensor or limit at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model description or its tensors are invalid (shape, value, missing or extra key).
+    #[error("invalid model: {0}")]
+    Model(String),
+    /// A model file could not be parsed as safetensors (truncated, corrupt, hostile header).
+    #[error("cannot read model file {path}: {reason}")]
+    ModelFile { path: PathBuf, reason: String },
+    /// A data file is not a usable `.npy` array (dtype, order, shape, truncation).
+    #[error("cannot use data file {path}: {reason}")]
+    Data { path: PathBuf, reason: String },
+    /// Input rows whose width does not match the model dimension.
+    #[error("dimension mismatch: the model has D = {model} but the input has {input} columns")]
+    Dimension { model: usize, input: usize },
+    /// A caller-supplied argument is out of range.
+    #[error("invalid argument: {0}")]
+    Argument(String),
+    /// Underlying I/O failure, with the path involved.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,204 @@
+//! Chunked `.npy` input and atomic `.npy` output. Inputs are little-endian float32 or
+//! float64, C order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`); rows are handed out as float64. Outputs go to a
+//! temporary file in the destination folder and are renamed into place only when complete.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use ndarray_npy::npy::header::{Header, Layout};
+use py_literal::Value as PyValue;
+
+use crate::error::{Error, Result};
+
+/// Element type of an `.npy` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpyDtype {
+    F32,
+    F64,
+}
+
+impl NpyDtype {
+    fn descr(self) -> &'static str {
+        match self {
+            NpyDtype::F32 => "<f4",
+            NpyDtype::F64 => "<f8",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            NpyDtype::F32 => 4,
+            NpyDtype::F64 => 8,
+        }
+    }
+}
+
+/// Reads an `[N, D]` float array row chunk by row chunk.
+pub struct NpyReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    dtype: NpyDtype,
+    rows: usize,
+    cols: usize,
+    rows_read: usize,
+    bytes: Vec<u8>,
+}
+
+impl NpyReader {
+    /// Opens `path`, checks its header and that the file holds exactly N·D elements.
+    pub fn open(path: &Path) -> Result<Self> {
+        let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let header = Header::from_reader(&mut reader).map_err(|e| data_err(format!("not a valid .npy file: {e}")))?;
+        let dtype = match &header.type_descriptor {
+            PyValue::String(s) if s == "<f4" => NpyDtype::F32,
+            PyValue::String(s) if s == "<f8" => NpyDtype::F64,
+            other => {
+                return Err(data_err(format!(
+                    "dtype {other} is not supported; use little-endian float32 ('<f4') or float64 ('<f8')"
+                )))
+            }
+        };
+        if header.layout == Layout::Fortran {
+            return Err(data_err("Fortran-order arrays are not supported; save a C-order array".into()));
+        }
+        let (rows, cols) = match header.shape[..] {
+            [rows, cols] => (rows, cols),
+            [rows] => (rows, 1),
+            ref shape => return Err(data_err(format!("expected a 2-D array of shape [N, D] (or [N] for D = 1), found shape {shape:?}"))),
+        };
+        let data_start = reader.stream_position().map_err(|e| Error::io(path, e))?;
+        let expected = (rows as u128) * (cols as u128) * (dtype.size() as u128);
+        let present = u128::from(file_len.saturating_sub(data_start));
+        if present != expected {
+            return Err(data_err(format!(
+                "header promises {rows}×{cols} {} values ({expected} bytes) but the file holds {present} data bytes (truncated or corrupt)",
+                dtype.descr()
+            )));
+        }
+        Ok(NpyReader { path: path.to_owned(), reader, dtype, rows, cols, rows_read: 0, bytes: Vec::new() })
+    }
+
+    /// Number of rows N.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns D.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element type on disk.
+    pub fn dtype(&self) -> NpyDtype {
+        self.dtype
+    }
+
+    /// Reads up to `max_rows` further rows into `out` (cleared first) as float64; returns how
+    /// many rows were read, 0 at the end.
+    pub fn read_rows(&mut self, max_rows: usize, out: &mut Vec<f64>) -> Result<usize> {
+        let n = max_rows.min(self.rows - self.rows_read);
+        let size = self.dtype.size();
+        self.bytes.resize(n * self.cols * size, 0);
+        self.reader.read_exact(&mut self.bytes).map_err(|e| Error::io(&self.path, e))?;
+        out.clear();
+        match self.dtype {
+            NpyDtype::F32 => out.extend(
+                self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            ),
+            NpyDtype::F64 => out.extend(
+                self.bytes
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+            ),
+        }
+        self.rows_read += n;
+        Ok(n)
+    }
+}
+
+/// Writes an array of known shape incrementally to a temporary file; [`NpyWriter::finish`]
+/// renames it into place. Dropping an unfinished writer deletes the temporary file.
+pub struct NpyWriter {
+    path: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    dtype: NpyDtype,
+    expected: usize,
+    written: usize,
+}
+
+impl NpyWriter {
+    /// Starts writing an array of `shape` (e.g. `[N, D]` or `[N]`) to `path`.
+    pub fn create(path: &Path, shape: &[usize], dtype: NpyDtype) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".realnvp-partial-")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        let header = Header { type_descriptor: PyValue::String(dtype.descr().into()), layout: Layout::Standard, shape: shape.to_vec() };
+        let bytes = header.to_bytes().map_err(|e| Error::Argument(format!("cannot encode .npy header: {e}")))?;
+        let mut out = BufWriter::with_capacity(1 << 20, tmp);
+        out.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+        Ok(NpyWriter { path: path.to_owned(), out, dtype, expected: shape.iter().product(), written: 0 })
+    }
+
+    /// Appends values in C order.
+    pub fn write(&mut self, values: &[f64]) -> Result<()> {
+        if self.written + values.len() > self.expected {
+            return Err(Error::Argument(format!("{}: more values written than the shape holds", self.path.display())));
+        }
+        let io = |e| Error::io(&self.path, e);
+        match self.dtype {
+            NpyDtype::F32 => {
+                let buf: Vec<u8> = values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
+                self.out.write_all(&buf).map_err(io)?;
+            }
+            NpyDtype::F64 => {
+                let buf: Vec<u8> = values.iter().flat_map(|&v| v.to_le_bytes()).collect();
+                self.out.write_all(&buf).map_err(io)?;
+            }
+        }
+        self.written += values.len();
+        Ok(())
+    }
+
+    /// Checks that the whole shape was written, flushes, syncs and renames into place.
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.expected {
+            return Err(Error::Argument(format!(
+                "{}: {} of {} values written; output discarded",
+                self.path.display(),
+                self.written,
+                self.expected
+            )));
+        }
+        let path = self.path;
+        let tmp = self.out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
+        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        Ok(())
+    }
+}
+
+/// Reads a whole `[N, D]` file into memory (for tests and small inputs).
+pub fn read_all(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
+    let mut reader = NpyReader::open(path)?;
+    let (rows, cols) = (reader.rows(), reader.cols());
+    let mut out = Vec::new();
+    reader.read_rows(rows, &mut out)?;
+    Ok((out, rows, cols))
+}
+
+/// Writes a whole array of `shape` atomically.
+pub fn write_all(path: &Path, shape: &[usize], values: &[f64], dtype: NpyDtype) -> Result<()> {
+    let mut w = NpyWriter::create(path, shape, dtype)?;
+    w.write(values)?;
+    w.finish()
+}

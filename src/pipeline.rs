@@ -1,0 +1,317 @@
+//! Streaming over files of any length: read a chunk → evaluate → reduce → write, with memory
+//! bounded by the chunk size. Outputs appear only when complete (see [`crate::npy`]).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::npy::{NpyDtype, NpyReader, NpyWriter};
+use crate::random::sample_base;
+
+/// Host memory per chunk of input rows (float64) that the default chunk size aims for.
+pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+
+/// How a file is streamed.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    /// Rows per chunk; 0 picks about [`DEFAULT_CHUNK_BYTES`] of float64 input per chunk.
+    pub chunk_rows: usize,
+    /// Element type of the output files.
+    pub output_dtype: NpyDtype,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions { chunk_rows: 0, output_dtype: NpyDtype::F32, progress: true }
+    }
+}
+
+impl StreamOptions {
+    fn rows_per_chunk(&self, dim: usize) -> usize {
+        if self.chunk_rows > 0 {
+            self.chunk_rows
+        } else {
+            (DEFAULT_CHUNK_BYTES / (8 * dim.max(1))).max(1)
+        }
+    }
+}
+
+/// Batch reduction of per-row log-likelihoods: non-finite rows are counted, never summed.
+/// Rows are added in order, so the mean does not depend on how the batch was chunked.
+#[derive(Clone, Debug, Default)]
+pub struct LogLikelihoodSum {
+    /// Rows seen.
+    pub rows: u64,
+    /// Rows whose log p is finite.
+    pub finite_rows: u64,
+    /// Sum of the finite log p values (nats).
+    pub sum: f64,
+}
+
+impl LogLikelihoodSum {
+    /// Adds per-row log p values in order.
+    pub fn add(&mut self, logp: &[f64]) {
+        for &v in logp {
+            self.rows += 1;
+            if v.is_finite() {
+                self.finite_rows += 1;
+                self.sum += v;
+            }
+        }
+    }
+
+    /// Mean log-likelihood over finite rows in nats (NaN when there are none).
+    pub fn mean(&self) -> f64 {
+        if self.finite_rows == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.finite_rows as f64
+        }
+    }
+}
+
+/// What `score` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScoreSummary {
+    /// Engine and device that computed the scores.
+    pub engine: String,
+    /// Dimension D.
+    pub dim: usize,
+    /// Rows scored.
+    pub rows: u64,
+    /// Rows with a finite log p.
+    pub finite_rows: u64,
+    /// Rows whose input or result was NaN/±Inf.
+    pub nonfinite_rows: u64,
+    /// Mean log p over finite rows, nats.
+    pub mean_log_likelihood: f64,
+    /// −mean / (D ln 2): bits per dimension of the finite rows.
+    pub bits_per_dim: f64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Rows per second, end to end.
+    pub rows_per_second: f64,
+}
+
+impl ScoreSummary {
+    /// Builds the summary from a finished reduction.
+    pub fn new(engine: String, dim: usize, sum: &LogLikelihoodSum, seconds: f64) -> Self {
+        let mean = sum.mean();
+        ScoreSummary {
+            engine,
+            dim,
+            rows: sum.rows,
+            finite_rows: sum.finite_rows,
+            nonfinite_rows: sum.rows - sum.finite_rows,
+            mean_log_likelihood: mean,
+            bits_per_dim: -mean / (dim as f64 * std::f64::consts::LN_2),
+            seconds,
+            rows_per_second: sum.rows as f64 / seconds.max(1e-12),
+        }
+    }
+}
+
+impl std::fmt::Display for ScoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "engine               {}", self.engine)?;
+        writeln!(f, "rows                 {} (D = {})", self.rows, self.dim)?;
+        writeln!(f, "non-finite rows      {}", self.nonfinite_rows)?;
+        writeln!(f, "mean log-likelihood  {:.6} nats", self.mean_log_likelihood)?;
+        writeln!(f, "bits/dim             {:.6}", self.bits_per_dim)?;
+        write!(f, "throughput           {:.0} rows/s ({:.3} s)", self.rows_per_second, self.seconds)
+    }
+}
+
+/// What `forward`, `inverse` and `sample` report.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransformSummary {
+    pub engine: String,
+    pub rows: u64,
+    /// Rows whose output contains NaN/±Inf.
+    pub nonfinite_rows: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+}
+
+impl std::fmt::Display for TransformSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rows ({} non-finite) in {:.3} s, {:.0} rows/s on {}",
+            self.rows, self.nonfinite_rows, self.seconds, self.rows_per_second, self.engine
+        )
+    }
+}
+
+/// Which way `transform_file` maps rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// data x → latent z (forward).
+    DataToLatent,
+    /// latent z → data x (inverse).
+    LatentToData,
+}
+
+fn open_input(engine: &dyn Engine, input: &Path) -> Result<NpyReader> {
+    let reader = NpyReader::open(input)?;
+    let dim = engine.flow().dim;
+    if reader.cols() != dim {
+        return Err(Error::Data {
+            path: input.to_owned(),
+            reason: Error::Dimension { model: dim, input: reader.cols() }.to_string(),
+        });
+    }
+    Ok(reader)
+}
+
+fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(rows as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} rows {per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Scores every row of `input` (`.npy`, `[N, D]`); writes per-row log p `[N]` to `output` if
+/// given; returns the batch summary.
+pub fn score_file(engine: &dyn Engine, input: &Path, output: Option<&Path>, opts: &StreamOptions) -> Result<ScoreSummary> {
+    let start = Instant::now();
+    let mut reader = open_input(engine, input)?;
+    let (rows, dim) = (reader.rows(), reader.cols());
+    let mut writer = output.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
+    let bar = progress_bar(opts, rows, "score");
+    let chunk = opts.rows_per_chunk(dim);
+    let (mut x, mut logp) = (Vec::new(), Vec::new());
+    let mut sum = LogLikelihoodSum::default();
+    loop {
+        let n = reader.read_rows(chunk, &mut x)?;
+        if n == 0 {
+            break;
+        }
+        logp.resize(n, 0.0);
+        engine.log_prob(&x, &mut logp)?;
+        sum.add(&logp);
+        if let Some(w) = writer.as_mut() {
+            w.write(&logp)?;
+        }
+        bar.inc(n as u64);
+    }
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    bar.finish_and_clear();
+    Ok(ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64()))
+}
+
+/// Maps every row of `input` data→latent or latent→data into `output` `[N, D]`; writes the
+/// per-row log-det `[N]` of that map to `logdet` if given.
+pub fn transform_file(
+    engine: &dyn Engine,
+    transform: Transform,
+    input: &Path,
+    output: &Path,
+    logdet: Option<&Path>,
+    opts: &StreamOptions,
+) -> Result<TransformSummary> {
+    let start = Instant::now();
+    let mut reader = open_input(engine, input)?;
+    let (rows, dim) = (reader.rows(), reader.cols());
+    let mut out = NpyWriter::create(output, &[rows, dim], opts.output_dtype)?;
+    let mut ld_out = logdet.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
+    let bar = progress_bar(opts, rows, transform_label(transform));
+    let chunk = opts.rows_per_chunk(dim);
+    let (mut x, mut y, mut ld) = (Vec::new(), Vec::new(), Vec::new());
+    let mut nonfinite = 0u64;
+    loop {
+        let n = reader.read_rows(chunk, &mut x)?;
+        if n == 0 {
+            break;
+        }
+        y.resize(n * dim, 0.0);
+        ld.resize(n, 0.0);
+        match transform {
+            Transform::DataToLatent => engine.forward_to_latent(&x, &mut y, &mut ld)?,
+            Transform::LatentToData => engine.inverse_to_data(&x, &mut y, &mut ld)?,
+        }
+        nonfinite += count_nonfinite_rows(&y, &ld, dim);
+        out.write(&y)?;
+        if let Some(w) = ld_out.as_mut() {
+            w.write(&ld)?;
+        }
+        bar.inc(n as u64);
+    }
+    out.finish()?;
+    if let Some(w) = ld_out {
+        w.finish()?;
+    }
+    bar.finish_and_clear();
+    Ok(transform_summary(engine, rows, nonfinite, start))
+}
+
+/// Draws `n` rows from the model (latent samples from the base, mapped latent→data) into
+/// `output` `[n, D]`, reproducibly from `seed` whatever the chunk size.
+pub fn sample_to_file(engine: &dyn Engine, n: usize, seed: u64, output: &Path, opts: &StreamOptions) -> Result<TransformSummary> {
+    let start = Instant::now();
+    let flow = engine.flow();
+    let dim = flow.dim;
+    let mut out = NpyWriter::create(output, &[n, dim], opts.output_dtype)?;
+    let bar = progress_bar(opts, n, "sample");
+    let chunk = opts.rows_per_chunk(dim);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut x, mut ld) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    let mut nonfinite = 0u64;
+    while done < n {
+        let m = chunk.min(n - done);
+        let z = sample_base(&flow.base, dim, m, &mut rng);
+        x.resize(m * dim, 0.0);
+        ld.resize(m, 0.0);
+        engine.inverse_to_data(&z, &mut x, &mut ld)?;
+        nonfinite += count_nonfinite_rows(&x, &ld, dim);
+        out.write(&x)?;
+        done += m;
+        bar.inc(m as u64);
+    }
+    out.finish()?;
+    bar.finish_and_clear();
+    Ok(transform_summary(engine, n, nonfinite, start))
+}
+
+fn transform_label(t: Transform) -> &'static str {
+    match t {
+        Transform::DataToLatent => "forward",
+        Transform::LatentToData => "inverse",
+    }
+}
+
+fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: Instant) -> TransformSummary {
+    let seconds = start.elapsed().as_secs_f64();
+    TransformSummary {
+        engine: engine.name(),
+        rows: rows as u64,
+        nonfinite_rows: nonfinite,
+        seconds,
+        rows_per_second: rows as f64 / seconds.max(1e-12),
+    }
+}
+
+fn count_nonfinite_rows(values: &[f64], logdet: &[f64], dim: usize) -> u64 {
+    values
+        .chunks(dim)
+        .zip(logdet)
+        .filter(|(row, ld)| !ld.is_finite() || row.iter().any(|v| !v.is_finite()))
+        .count() as u64
+}

@@ -1,0 +1,216 @@
+//! Random, non-trivial flows: `realnvp init` models with alternating masks, the seed's 4-D
+//! demo flow, and mixed flows covering every layer kind for tests. Weights follow PyTorch's
+//! Linear init, U(−1/√fan_in, 1/√fan_in); nothing is zero.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
+};
+
+/// Scale-function family chosen for `init` (parameters take their documented defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScaleKind {
+    Exp,
+    TanhExp,
+    Sigmoid,
+    SoftClampExp,
+}
+
+/// What `realnvp init` builds: `layers` couplings with alternating half masks
+/// (layer 0: b = 1 on the first ⌈D/2⌉ features), `masked_st` conditioners with s and t MLPs
+/// `[D, hidden…, D]`.
+#[derive(Clone, Debug)]
+pub struct InitSpec {
+    pub dim: usize,
+    pub layers: usize,
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub scale: ScaleKind,
+    pub s_output: OutputFn,
+    pub direction: Direction,
+}
+
+impl InitSpec {
+    /// The seed's flow: D = 4, b = (1,1,0,0) then (0,0,1,1), s and t MLPs [4,32,32,4], ReLU.
+    pub fn seed4d(layers: usize) -> Self {
+        InitSpec {
+            dim: 4,
+            layers,
+            hidden: vec![32, 32],
+            activation: Activation::Relu,
+            scale: ScaleKind::Exp,
+            s_output: OutputFn::Identity,
+            direction: Direction::DataToLatent,
+        }
+    }
+}
+
+/// Builds a random `init` model from `spec`, reproducibly from `seed`.
+pub fn init_flow(spec: &InitSpec, seed: u64) -> Result<Flow> {
+    if spec.dim < 2 {
+        return Err(Error::Argument(format!(
+            "a coupling flow needs dim ≥ 2 (one conditioning and one transformed feature), got {}",
+            spec.dim
+        )));
+    }
+    if spec.layers == 0 {
+        return Err(Error::Argument("--layers must be at least 1".into()));
+    }
+    if spec.hidden.contains(&0) {
+        return Err(Error::Argument("hidden widths must be positive".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let d = spec.dim;
+    let half = d.div_ceil(2);
+    let layers = (0..spec.layers)
+        .map(|k| {
+            let mask: Vec<bool> = (0..d).map(|i| (i < half) != (k % 2 == 1)).collect();
+            let mut sizes = vec![d];
+            sizes.extend(&spec.hidden);
+            sizes.push(d);
+            let s = random_mlp(&mut rng, &sizes, spec.activation, spec.s_output);
+            let t = random_mlp(&mut rng, &sizes, spec.activation, OutputFn::Identity);
+            let scale = default_scale(&mut rng, spec.scale, d);
+            Layer::Coupling(Coupling { mask, direction: spec.direction, conditioner: Conditioner::MaskedSt { s, t }, scale })
+        })
+        .collect();
+    let flow = Flow { dim: d, base: Base::StandardNormal, layers };
+    flow.validate()?;
+    Ok(flow)
+}
+
+fn default_scale(rng: &mut ChaCha8Rng, kind: ScaleKind, d: usize) -> ScaleFn {
+    match kind {
+        ScaleKind::Exp => ScaleFn::Exp,
+        ScaleKind::TanhExp => ScaleFn::TanhExp { alpha: (0..d).map(|_| rng.random_range(0.5..1.5)).collect() },
+        ScaleKind::Sigmoid => ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
+        ScaleKind::SoftClampExp => ScaleFn::SoftClampExp { bound: 3.0 },
+    }
+}
+
+/// A random MLP with the given sizes; weights and biases U(−1/√fan_in, 1/√fan_in), never zero.
+pub fn random_mlp(rng: &mut ChaCha8Rng, sizes: &[usize], activation: Activation, output: OutputFn) -> Mlp {
+    let linears = sizes
+        .windows(2)
+        .map(|w| {
+            let bound = 1.0 / (w[0] as f64).sqrt();
+            let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| nonzero_uniform(rng, bound)).collect() };
+            Linear { inputs: w[0], outputs: w[1], weight: draw(w[0] * w[1]), bias: draw(w[1]) }
+        })
+        .collect();
+    Mlp { linears, activation, output }
+}
+
+fn nonzero_uniform(rng: &mut ChaCha8Rng, bound: f64) -> f64 {
+    let magnitude = rng.random_range(0.05 * bound..bound);
+    if rng.random_bool(0.5) {
+        magnitude
+    } else {
+        -magnitude
+    }
+}
+
+/// Every hidden activation the format knows, for tests that must cover them all.
+pub const ALL_ACTIVATIONS: [Activation; 6] = [
+    Activation::Relu,
+    Activation::LeakyRelu { negative_slope: 0.1 },
+    Activation::Tanh,
+    Activation::Elu,
+    Activation::Silu,
+    Activation::Gelu,
+];
+
+/// A random flow mixing every layer kind: couplings with random masks, conditioners, layouts,
+/// scale functions, directions, activations and output functions, plus elementwise affine and
+/// permutation layers, and a random base. `depth` counts all layers. For D = 1 (no coupling
+/// possible) only elementwise and permutation layers are drawn.
+pub fn random_mixed_flow(dim: usize, depth: usize, max_hidden: usize, seed: u64) -> Flow {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let layers = (0..depth)
+        .map(|k| {
+            let kind = if dim < 2 { 1 + k % 2 } else { rng.random_range(0..5usize).saturating_sub(2) };
+            match kind {
+                0 => Layer::Coupling(random_coupling(&mut rng, dim, max_hidden)),
+                1 => Layer::ElementwiseAffine {
+                    direction: random_direction(&mut rng),
+                    log_scale: (0..dim).map(|_| nonzero_uniform(&mut rng, 0.5)).collect(),
+                    shift: (0..dim).map(|_| nonzero_uniform(&mut rng, 1.0)).collect(),
+                },
+                _ => Layer::Permutation { perm: random_permutation(&mut rng, dim) },
+            }
+        })
+        .collect();
+    let base = if rng.random_bool(0.5) {
+        Base::StandardNormal
+    } else {
+        Base::DiagonalNormal {
+            loc: (0..dim).map(|_| nonzero_uniform(&mut rng, 0.5)).collect(),
+            log_scale: (0..dim).map(|_| nonzero_uniform(&mut rng, 0.3)).collect(),
+        }
+    };
+    Flow { dim, base, layers }
+}
+
+/// A random coupling layer of dimension `dim` ≥ 2 with hidden widths up to `max_hidden`.
+pub fn random_coupling(rng: &mut ChaCha8Rng, dim: usize, max_hidden: usize) -> Coupling {
+    let mut mask: Vec<bool> = (0..dim).map(|_| rng.random_bool(0.5)).collect();
+    let a = rng.random_range(0..dim);
+    let b = (a + rng.random_range(1..dim)) % dim;
+    mask[a] = true;
+    mask[b] = false;
+    let d_id = mask.iter().filter(|&&m| m).count();
+    let d_tr = dim - d_id;
+    let activation = ALL_ACTIVATIONS[rng.random_range(0..ALL_ACTIVATIONS.len())];
+    let output = if rng.random_bool(0.5) { OutputFn::Identity } else { OutputFn::Tanh };
+    let hidden: Vec<usize> = (0..rng.random_range(0..3usize)).map(|_| rng.random_range(1..=max_hidden)).collect();
+    let sizes = |inputs: usize, outputs: usize| [vec![inputs], hidden.clone(), vec![outputs]].concat();
+    let conditioner = if rng.random_bool(0.5) {
+        Conditioner::MaskedSt {
+            s: random_mlp(rng, &sizes(dim, dim), activation, output),
+            t: random_mlp(rng, &sizes(dim, dim), activation, OutputFn::Identity),
+        }
+    } else {
+        let layout = if rng.random_bool(0.5) { Layout::ShiftScale } else { Layout::Interleaved };
+        Conditioner::Shared { st: random_mlp(rng, &sizes(d_id, 2 * d_tr), activation, output), layout }
+    };
+    let scale = match rng.random_range(0..4) {
+        0 => ScaleFn::Exp,
+        1 => default_scale(rng, ScaleKind::TanhExp, dim),
+        2 => ScaleFn::Sigmoid { offset: rng.random_range(1.0..3.0), eps: 1e-3 },
+        _ => ScaleFn::SoftClampExp { bound: rng.random_range(1.0..4.0) },
+    };
+    Coupling { mask, direction: random_direction(rng), conditioner, scale }
+}
+
+fn random_direction(rng: &mut ChaCha8Rng) -> Direction {
+    if rng.random_bool(0.5) {
+        Direction::DataToLatent
+    } else {
+        Direction::LatentToData
+    }
+}
+
+fn random_permutation(rng: &mut ChaCha8Rng, dim: usize) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..dim).collect();
+    for i in (1..dim).rev() {
+        perm.swap(i, rng.random_range(0..=i));
+    }
+    perm
+}
+
+/// Draws `n` latent rows `[n, D]` from the base distribution; successive calls on the same
+/// `rng` continue one reproducible stream.
+pub fn sample_base(base: &Base, dim: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let mut z: Vec<f64> = (0..n * dim).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
+    if let Base::DiagonalNormal { loc, log_scale } = base {
+        for row in z.chunks_mut(dim) {
+            for i in 0..dim {
+                row[i] = loc[i] + row[i] * log_scale[i].exp();
+            }
+        }
+    }
+    z
+}
