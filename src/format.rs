@@ -151,8 +151,8 @@ pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
         .map_err(|e| Error::Model(format!("config JSON in __metadata__[\"{METADATA_KEY}\"]: {e}")))?;
     let mut tensors = TensorStore::new(&st);
     let flow = build_flow(&config, &mut tensors)?;
-    tensors.ensure_all_used()?;
     flow.validate()?;
+    tensors.ensure_all_used()?;
     Ok(flow)
 }
 
