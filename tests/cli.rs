@@ -1,0 +1,167 @@
+//! The `realnvp` binary end to end on temporary files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use realnvp::format::load_flow;
+use realnvp::npy::{read_all, write_all, NpyDtype};
+use realnvp::reference;
+
+mod common;
+
+fn realnvp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_realnvp")).args(args).output().expect("run realnvp")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = realnvp(args);
+    assert!(out.status.success(), "realnvp {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn init_score_forward_inverse_sample_round_trip() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let model = d.join("m.safetensors");
+    ok(&["init", "--dim", "5", "--layers", "4", "--hidden", "16,16", "--activation", "leaky_relu:0.2", "--scale-fn", "tanh-exp", "--seed", "3", "-o", s(&model)]);
+    let info = ok(&["info", s(&model)]);
+    assert!(info.contains("dimension        5") && info.contains("coupling"), "{info}");
+
+    let x = common::gaussian_rows(1000, 5, 21);
+    let x_path = d.join("x.npy");
+    write_all(&x_path, &[1000, 5], &x, NpyDtype::F64).unwrap();
+    let logp_path = d.join("logp.npy");
+    let json = ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&logp_path), "--json", "--f64", "--chunk-rows", "77"]);
+    let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(summary["rows"], 1000);
+    assert_eq!(summary["nonfinite_rows"], 0);
+
+    let flow = load_flow(&model).unwrap();
+    let mut expected = vec![0.0; 1000];
+    reference::log_prob(&flow, &x, &mut expected);
+    let (logp, n, _) = read_all(&logp_path).unwrap();
+    assert_eq!(n, 1000);
+    assert_eq!(logp, expected, "--f64 output must equal the reference exactly");
+    let mean = expected.iter().sum::<f64>() / 1000.0;
+    assert!((summary["mean_log_likelihood"].as_f64().unwrap() - mean).abs() < 1e-9);
+    let bpd = -mean / (5.0 * std::f64::consts::LN_2);
+    assert!((summary["bits_per_dim"].as_f64().unwrap() - bpd).abs() < 1e-9);
+
+    let (z_path, ld_path, back_path, ldi_path) = (d.join("z.npy"), d.join("ld.npy"), d.join("back.npy"), d.join("ldi.npy"));
+    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z_path), "--logdet", s(&ld_path), "--f64"]);
+    ok(&["inverse", "--model", s(&model), "--input", s(&z_path), "--output", s(&back_path), "--logdet", s(&ldi_path), "--f64"]);
+    let (back, _, _) = read_all(&back_path).unwrap();
+    let (ld, _, _) = read_all(&ld_path).unwrap();
+    let (ldi, _, _) = read_all(&ldi_path).unwrap();
+    for (a, b) in x.iter().zip(&back) {
+        assert!((a - b).abs() < 1e-10 * a.abs().max(1.0));
+    }
+    for (a, b) in ld.iter().zip(&ldi) {
+        assert!((a + b).abs() < 1e-10 * a.abs().max(1.0));
+    }
+
+    // float32 output by default
+    let z32 = d.join("z32.npy");
+    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z32)]);
+    assert_eq!(std::fs::metadata(&z32).unwrap().len(), 128 + 1000 * 5 * 4);
+
+    let samples = d.join("samples.npy");
+    ok(&["sample", "--model", s(&model), "-n", "500", "--seed", "4", "--output", s(&samples), "--chunk-rows", "64"]);
+    let again = d.join("samples2.npy");
+    ok(&["sample", "--model", s(&model), "-n", "500", "--seed", "4", "--output", s(&again), "--chunk-rows", "500"]);
+    assert_eq!(read_all(&samples).unwrap(), read_all(&again).unwrap(), "samples must not depend on chunking");
+}
+
+#[test]
+fn wrong_dimension_fails_clearly_and_writes_nothing() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let model = d.join("m.safetensors");
+    ok(&["init", "--dim", "4", "--layers", "2", "--hidden", "8", "-o", s(&model)]);
+    let x_path = d.join("x3.npy");
+    write_all(&x_path, &[10, 3], &[0.5; 30], NpyDtype::F32).unwrap();
+    let before = files_in(d);
+    for cmd in ["score", "forward", "inverse"] {
+        let out = realnvp(&[cmd, "--model", s(&model), "--input", s(&x_path), "--output", s(&d.join("out.npy")), "--logdet", s(&d.join("ld.npy"))]
+            [..if cmd == "score" { 7 } else { 9 }]);
+        assert!(!out.status.success(), "{cmd} accepted a 3-column input for a 4-D model");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("D = 4") && err.contains("3 columns"), "{cmd}: unclear message {err}");
+        assert_eq!(files_in(d), before, "{cmd} left files behind");
+    }
+}
+
+#[test]
+fn bad_inputs_fail_with_messages() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let model = d.join("m.safetensors");
+    ok(&["init", "--dim", "2", "--layers", "2", "--hidden", "4", "-o", s(&model)]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage.npy", b"hello".to_vec(), "not a valid .npy"),
+        ("truncated.npy", {
+            let p = d.join("full.npy");
+            write_all(&p, &[100, 2], &[0.1; 200], NpyDtype::F32).unwrap();
+            let b = std::fs::read(&p).unwrap();
+            b[..b.len() - 10].to_vec()
+        }, "truncated"),
+    ];
+    for (name, bytes, needle) in cases {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let out = realnvp(&["score", "--model", s(&model), "--input", s(&p), "--output", s(&d.join("o.npy"))]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle) && err.contains(name), "{name}: {err}");
+        assert!(!d.join("o.npy").exists());
+    }
+    let out = realnvp(&["score", "--model", s(&d.join("missing.safetensors")), "--input", "x.npy"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("missing.safetensors"));
+    let out = realnvp(&["init", "--dim", "1", "--layers", "2", "-o", s(&d.join("one.safetensors"))]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("dim ≥ 2"));
+    let out = realnvp(&["score", "--model", s(&model), "--input", "x.npy", "--device", "tpu"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown device"));
+}
+
+#[test]
+fn nan_rows_are_counted_and_isolated() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let model = d.join("m.safetensors");
+    ok(&["init", "--dim", "3", "--layers", "3", "--hidden", "8", "-o", s(&model)]);
+    let mut x = common::gaussian_rows(50, 3, 2);
+    let clean: Vec<f64> = x.iter().enumerate().filter(|(i, _)| i / 3 != 7 && i / 3 != 30).map(|(_, v)| *v).collect();
+    x[7 * 3 + 1] = f64::NAN;
+    x[30 * 3] = f64::NEG_INFINITY;
+    let (x_path, clean_path) = (d.join("x.npy"), d.join("clean.npy"));
+    write_all(&x_path, &[50, 3], &x, NpyDtype::F64).unwrap();
+    write_all(&clean_path, &[48, 3], &clean, NpyDtype::F64).unwrap();
+    let (lp, lp_clean) = (d.join("lp.npy"), d.join("lpc.npy"));
+    let dirty: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&lp), "--json", "--f64", "--chunk-rows", "8"])).unwrap();
+    let tidy: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&clean_path), "--output", s(&lp_clean), "--json", "--f64"])).unwrap();
+    assert_eq!(dirty["nonfinite_rows"], 2);
+    assert_eq!(dirty["finite_rows"], 48);
+    assert_eq!(dirty["mean_log_likelihood"], tidy["mean_log_likelihood"]);
+    let (a, _, _) = read_all(&lp).unwrap();
+    let (b, _, _) = read_all(&lp_clean).unwrap();
+    assert!(a[7].is_nan() && a[30].is_nan());
+    let finite: Vec<f64> = a.iter().copied().filter(|v| v.is_finite()).collect();
+    assert_eq!(finite, b);
+}
+
+#[test]
+fn demo_runs() {
+    let out = ok(&["demo", "-n", "2000"]);
+    assert!(out.contains("mean log-likelihood") && out.contains("OK"), "{out}");
+}
