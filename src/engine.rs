@@ -1,13 +1,15 @@
-//! The evaluation API shared by every engine (float64 CPU reference now; GPU beside it), and
-//! device selection from the `--device` string.
+//! The evaluation API shared by every engine (the float64 CPU reference and the GPU engine),
+//! the batch log-likelihood reduction, and device selection from the `--device` string.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::{self, GpuEngine, GpuOptions};
 use crate::model::Flow;
 use crate::reference;
+use crate::split::SplitEngine;
 
 /// Evaluates a flow on batches of rows. Rows are row-major `[n, D]` float64 slices on the
 /// host; an engine may compute in lower precision internally. Rows containing NaN/±Inf yield
@@ -25,8 +27,56 @@ pub trait Engine: Send + Sync {
     /// Latent→data: z `[n, D]` → x `[n, D]` and log|det ∂x/∂z| `[n]` (nats).
     fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()>;
 
-    /// log p(x) in nats for each row of x `[n, D]` into `logp` `[n]`.
-    fn log_prob(&self, x: &[f64], logp: &mut [f64]) -> Result<()>;
+    /// log p(x) in nats for each row of x `[n, D]` into `logp` `[n]`, and adds the batch to
+    /// the running reduction `sum` (in row order, so that the result does not depend on how a
+    /// file is chunked, given chunks that are multiples of [`Engine::row_alignment`]).
+    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()>;
+
+    /// Chunks handed to this engine should hold a multiple of this many rows (the GPU reduces
+    /// in workgroups of 256 rows) for the reduction to be chunking-independent.
+    fn row_alignment(&self) -> usize {
+        1
+    }
+}
+
+/// Batch reduction of per-row log-likelihoods: non-finite rows are counted, never summed.
+/// Values (or per-workgroup partial sums) are added in row order in float64.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogLikelihoodSum {
+    /// Rows seen.
+    pub rows: u64,
+    /// Rows whose log p is finite.
+    pub finite_rows: u64,
+    /// Sum of the finite log p values (nats).
+    pub sum: f64,
+}
+
+impl LogLikelihoodSum {
+    /// Adds per-row log p values in order.
+    pub fn add_rows(&mut self, logp: &[f64]) {
+        for &v in logp {
+            self.rows += 1;
+            if v.is_finite() {
+                self.finite_rows += 1;
+                self.sum += v;
+            }
+        }
+    }
+
+    /// Adds a partial sum over `count` finite rows (the caller counts the rows themselves).
+    pub fn add_partial(&mut self, partial: f64, count: u64) {
+        self.finite_rows += count;
+        self.sum += partial;
+    }
+
+    /// Mean log-likelihood over finite rows in nats (NaN when there are none).
+    pub fn mean(&self) -> f64 {
+        if self.finite_rows == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.finite_rows as f64
+        }
+    }
 }
 
 /// Which device to evaluate on, as given by `--device`.
@@ -71,14 +121,51 @@ impl fmt::Display for Device {
     }
 }
 
-/// Opens an engine for `flow` on `device`.
-pub fn open_engine(flow: Arc<Flow>, device: &Device) -> Result<Box<dyn Engine>> {
+/// Opens an engine for `flow` on `device`:
+/// - `cpu`: the float64 reference;
+/// - `auto`: the best hardware adapter, else a CPU-type adapter (lavapipe/llvmpipe), else the
+///   reference;
+/// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
+///   `realnvp devices`;
+/// - `all`: every adapter, batches split between them in proportion to their speed.
+pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Result<Box<dyn Engine>> {
+    let mut adapters = match device {
+        Device::Cpu => return Ok(Box::new(CpuReference::new(flow))),
+        _ => gpu::adapters(&gpu::instance()),
+    };
     match device {
-        Device::Cpu | Device::Auto => Ok(Box::new(CpuReference::new(flow))),
-        other => Err(Error::Argument(format!(
-            "device {other} is not available in this build: the GPU engine is not implemented yet; use --device cpu"
-        ))),
+        Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
+        Device::Auto | Device::Gpu(None) => {
+            adapters.sort_by_key(|a| gpu::adapter_rank(a.get_info().device_type));
+            match adapters.first() {
+                Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
+                None if *device == Device::Auto => Ok(Box::new(CpuReference::new(flow))),
+                None => Err(no_adapter()),
+            }
+        }
+        Device::Gpu(Some(n)) => {
+            let a = adapters.get(*n).ok_or_else(|| {
+                Error::Gpu(format!("no adapter gpu:{n}; `realnvp devices` lists {} adapter(s)", adapters.len()))
+            })?;
+            Ok(Box::new(GpuEngine::new(flow, a, options)?))
+        }
+        Device::All => {
+            if adapters.is_empty() {
+                return Err(no_adapter());
+            }
+            let engines = adapters
+                .iter()
+                .map(|a| GpuEngine::new(flow.clone(), a, options).map(|e| Box::new(e) as Box<dyn Engine>))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Box::new(SplitEngine::new(flow, engines)?))
+        }
     }
+}
+
+fn no_adapter() -> Error {
+    Error::Gpu(
+        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device cpu)".into(),
+    )
 }
 
 /// The float64 CPU reference as an [`Engine`].
@@ -128,9 +215,10 @@ impl Engine for CpuReference {
         Ok(())
     }
 
-    fn log_prob(&self, x: &[f64], logp: &mut [f64]) -> Result<()> {
+    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
         check_rows(&self.flow, x, logp.len())?;
         reference::log_prob(&self.flow, x, logp);
+        sum.add_rows(logp);
         Ok(())
     }
 }

@@ -17,6 +17,9 @@ pub enum Error {
     /// Input rows whose width does not match the model dimension.
     #[error("dimension mismatch: the model has D = {model} but the input has {input} columns")]
     Dimension { model: usize, input: usize },
+    /// The GPU could not be used: no adapter, device lost, shader compilation, a limit.
+    #[error("GPU: {0}")]
+    Gpu(String),
     /// A caller-supplied argument is out of range.
     #[error("invalid argument: {0}")]
     Argument(String),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use realnvp::engine::{open_engine, Device, Engine};
+use realnvp::engine::{open_engine, Device, Engine, LogLikelihoodSum};
+use realnvp::gpu::GpuOptions;
+use realnvp::verify::verify;
 use realnvp::format::{load_flow, save_flow, TensorDtype};
 use realnvp::model::{Activation, Base, Conditioner, Direction, Flow, Layer, OutputFn, ScaleFn};
 use realnvp::npy::NpyDtype;
@@ -23,8 +25,9 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Common {
-    /// Device: cpu (float64 reference); auto, gpu, gpu:N and all are reserved for the GPU engine.
-    #[arg(long, default_value = "cpu")]
+    /// Device: auto (best GPU, else a CPU-type adapter, else the reference), cpu (float64
+    /// reference), gpu (best adapter), gpu:N (see `realnvp devices`), all (every adapter).
+    #[arg(long, default_value = "auto")]
     device: Device,
     /// Write outputs as float64 instead of float32.
     #[arg(long)]
@@ -44,6 +47,10 @@ impl Common {
             output_dtype: if self.f64 { NpyDtype::F64 } else { NpyDtype::F32 },
             progress: !self.quiet,
         }
+    }
+
+    fn gpu_options(&self) -> GpuOptions {
+        GpuOptions { chunk_rows: self.chunk_rows }
     }
 }
 
@@ -135,8 +142,26 @@ enum Command {
     Demo {
         #[arg(short = 'n', long, default_value_t = 200_000)]
         rows: usize,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "auto")]
         device: Device,
+    },
+    /// List the GPU adapters (index for --device gpu:N, name, backend, type, driver, limits).
+    Devices,
+    /// Run a device and the float64 reference on the same rows and compare z, log-det and log p.
+    Verify {
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows to check (.npy); without it, -n rows are drawn from N(0, I) with --seed.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(short = 'n', long, default_value_t = 100_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "auto")]
+        device: Device,
+        #[arg(long, default_value_t = 0)]
+        chunk_rows: usize,
     },
 }
 
@@ -195,7 +220,7 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Score { model, input, output, json, common } => {
-            let engine = engine_for(&model, &common.device)?;
+            let engine = engine_for(&model, &common)?;
             let summary = score_file(engine.as_ref(), &input, output.as_deref(), &common.stream_options())?;
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -211,22 +236,54 @@ fn run(command: Command) -> Result<()> {
             transform(&model, Transform::LatentToData, &input, &output, logdet.as_deref(), &common)
         }
         Command::Sample { model, rows, seed, output, common } => {
-            let engine = engine_for(&model, &common.device)?;
+            let engine = engine_for(&model, &common)?;
             let summary = sample_to_file(engine.as_ref(), rows, seed, &output, &common.stream_options())?;
             println!("sampled {summary} → {}", output.display());
             Ok(())
         }
         Command::Demo { rows, device } => demo(rows, &device),
+        Command::Devices => {
+            let instance = realnvp::gpu::instance();
+            let adapters = realnvp::gpu::adapters(&instance);
+            if adapters.is_empty() {
+                println!("no GPU adapters (install a Vulkan driver, e.g. mesa-vulkan-drivers); --device cpu still works");
+            }
+            for (i, a) in adapters.iter().enumerate() {
+                println!("{}", realnvp::gpu::describe_adapter(i, a));
+            }
+            Ok(())
+        }
+        Command::Verify { model, input, rows, seed, device, chunk_rows } => {
+            let flow = Arc::new(load_flow(&model)?);
+            let engine = open_engine(flow.clone(), &device, &GpuOptions { chunk_rows })?;
+            let x = match input {
+                Some(path) => realnvp::npy::read_all(&path)?.0,
+                None => {
+                    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+                    sample_base(&Base::StandardNormal, flow.dim, rows, &mut rng)
+                }
+            };
+            let report = verify(engine.as_ref(), &x)?;
+            println!("{report}");
+            if !report.passed() {
+                bail!("{} disagrees with the float64 reference beyond the float32 tolerance", engine.name());
+            }
+            Ok(())
+        }
     }
 }
 
-fn engine_for(model: &Path, device: &Device) -> Result<Box<dyn Engine>> {
+fn engine_for(model: &Path, common: &Common) -> Result<Box<dyn Engine>> {
     let flow = load_flow(model)?;
-    Ok(open_engine(Arc::new(flow), device)?)
+    let engine = open_engine(Arc::new(flow), &common.device, &common.gpu_options())?;
+    if common.device == Device::Auto && !common.quiet {
+        eprintln!("device: {}", engine.name());
+    }
+    Ok(engine)
 }
 
 fn transform(model: &Path, t: Transform, input: &Path, output: &Path, logdet: Option<&Path>, common: &Common) -> Result<()> {
-    let engine = engine_for(model, &common.device)?;
+    let engine = engine_for(model, common)?;
     let summary = transform_file(engine.as_ref(), t, input, output, logdet, &common.stream_options())?;
     println!("{summary} → {}", output.display());
     Ok(())
@@ -293,12 +350,14 @@ fn layer_details(layer: &Layer) -> String {
     }
 }
 
-/// The seed's 4-D flow: sample, score, and check that inverse∘forward is the identity.
+/// The seed's 4-D flow: sample, score, check inverse∘forward, and check the device against
+/// the float64 reference.
 fn demo(rows: usize, device: &Device) -> Result<()> {
     let flow = Arc::new(init_flow(&InitSpec::seed4d(6), 2024)?);
-    let engine = open_engine(flow.clone(), device)?;
+    let engine = open_engine(flow.clone(), device, &GpuOptions::default())?;
     println!("Real NVP demo: the seed's 4-D flow, 6 affine couplings with masks b = (1,1,0,0) / (0,0,1,1),");
-    println!("s and t MLPs [4,32,32,4] (ReLU), standard normal base; {} FLOPs per row.\n", flow.flops_per_row());
+    println!("s and t MLPs [4,32,32,4] (ReLU), standard normal base; {} FLOPs per row (mask-pruned).", flow.flops_per_row());
+    println!("device: {}\n", engine.name());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
     let z = sample_base(&flow.base, flow.dim, rows, &mut rng);
     let (mut x, mut ld) = (vec![0.0; z.len()], vec![0.0; rows]);
@@ -307,24 +366,16 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
 
     let start = std::time::Instant::now();
     let mut logp = vec![0.0; rows];
-    engine.log_prob(&x, &mut logp)?;
-    let mut sum = realnvp::pipeline::LogLikelihoodSum::default();
-    sum.add(&logp);
+    let mut sum = LogLikelihoodSum::default();
+    engine.log_prob(&x, &mut logp, &mut sum)?;
     let summary = realnvp::pipeline::ScoreSummary::new(engine.name(), flow.dim, &sum, start.elapsed().as_secs_f64());
     println!("{summary}\n");
 
-    let (mut z_back, mut ld_fwd) = (vec![0.0; x.len()], vec![0.0; rows]);
-    engine.forward_to_latent(&x, &mut z_back, &mut ld_fwd)?;
-    let latent_err = max_abs_diff(&z, &z_back);
-    let logdet_err = ld.iter().zip(&ld_fwd).map(|(a, b)| (a + b).abs()).fold(0.0, f64::max);
-    println!("invertibility: max |f(f⁻¹(z)) − z| = {latent_err:.3e}, max |logdet_inv + logdet_fwd| = {logdet_err:.3e}");
-    if !(latent_err < 1e-9 && logdet_err < 1e-9) {
-        bail!("invertibility check failed");
+    let report = verify(engine.as_ref(), &x)?;
+    println!("{report}");
+    if !report.passed() {
+        bail!("the device disagrees with the float64 reference");
     }
     println!("OK");
     Ok(())
-}
-
-fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }

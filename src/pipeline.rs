@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, LogLikelihoodSum};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
 use crate::random::sample_base;
@@ -36,46 +36,15 @@ impl Default for StreamOptions {
 }
 
 impl StreamOptions {
-    fn rows_per_chunk(&self, dim: usize) -> usize {
-        if self.chunk_rows > 0 {
+    /// Rows per chunk for `engine`: the requested or default size, rounded up to the engine's
+    /// row alignment.
+    fn rows_per_chunk(&self, engine: &dyn Engine) -> usize {
+        let rows = if self.chunk_rows > 0 {
             self.chunk_rows
         } else {
-            (DEFAULT_CHUNK_BYTES / (8 * dim.max(1))).max(1)
-        }
-    }
-}
-
-/// Batch reduction of per-row log-likelihoods: non-finite rows are counted, never summed.
-/// Rows are added in order, so the mean does not depend on how the batch was chunked.
-#[derive(Clone, Debug, Default)]
-pub struct LogLikelihoodSum {
-    /// Rows seen.
-    pub rows: u64,
-    /// Rows whose log p is finite.
-    pub finite_rows: u64,
-    /// Sum of the finite log p values (nats).
-    pub sum: f64,
-}
-
-impl LogLikelihoodSum {
-    /// Adds per-row log p values in order.
-    pub fn add(&mut self, logp: &[f64]) {
-        for &v in logp {
-            self.rows += 1;
-            if v.is_finite() {
-                self.finite_rows += 1;
-                self.sum += v;
-            }
-        }
-    }
-
-    /// Mean log-likelihood over finite rows in nats (NaN when there are none).
-    pub fn mean(&self) -> f64 {
-        if self.finite_rows == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.finite_rows as f64
-        }
+            (DEFAULT_CHUNK_BYTES / (8 * engine.flow().dim.max(1))).max(1)
+        };
+        rows.div_ceil(engine.row_alignment()) * engine.row_alignment()
     }
 }
 
@@ -193,7 +162,7 @@ pub fn score_file(engine: &dyn Engine, input: &Path, output: Option<&Path>, opts
     let (rows, dim) = (reader.rows(), reader.cols());
     let mut writer = output.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
     let bar = progress_bar(opts, rows, "score");
-    let chunk = opts.rows_per_chunk(dim);
+    let chunk = opts.rows_per_chunk(engine);
     let (mut x, mut logp) = (Vec::new(), Vec::new());
     let mut sum = LogLikelihoodSum::default();
     loop {
@@ -202,8 +171,7 @@ pub fn score_file(engine: &dyn Engine, input: &Path, output: Option<&Path>, opts
             break;
         }
         logp.resize(n, 0.0);
-        engine.log_prob(&x, &mut logp)?;
-        sum.add(&logp);
+        engine.log_prob(&x, &mut logp, &mut sum)?;
         if let Some(w) = writer.as_mut() {
             w.write(&logp)?;
         }
@@ -232,7 +200,7 @@ pub fn transform_file(
     let mut out = NpyWriter::create(output, &[rows, dim], opts.output_dtype)?;
     let mut ld_out = logdet.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
     let bar = progress_bar(opts, rows, transform_label(transform));
-    let chunk = opts.rows_per_chunk(dim);
+    let chunk = opts.rows_per_chunk(engine);
     let (mut x, mut y, mut ld) = (Vec::new(), Vec::new(), Vec::new());
     let mut nonfinite = 0u64;
     loop {
@@ -269,7 +237,7 @@ pub fn sample_to_file(engine: &dyn Engine, n: usize, seed: u64, output: &Path, o
     let dim = flow.dim;
     let mut out = NpyWriter::create(output, &[n, dim], opts.output_dtype)?;
     let bar = progress_bar(opts, n, "sample");
-    let chunk = opts.rows_per_chunk(dim);
+    let chunk = opts.rows_per_chunk(engine);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut x, mut ld) = (Vec::new(), Vec::new());
     let mut done = 0;

@@ -42,7 +42,7 @@ fn init_score_forward_inverse_sample_round_trip() {
     let x_path = d.join("x.npy");
     write_all(&x_path, &[1000, 5], &x, NpyDtype::F64).unwrap();
     let logp_path = d.join("logp.npy");
-    let json = ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&logp_path), "--json", "--f64", "--chunk-rows", "77"]);
+    let json = ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&logp_path), "--json", "--f64", "--chunk-rows", "77", "--device", "cpu"]);
     let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(summary["rows"], 1000);
     assert_eq!(summary["nonfinite_rows"], 0);
@@ -59,8 +59,8 @@ fn init_score_forward_inverse_sample_round_trip() {
     assert!((summary["bits_per_dim"].as_f64().unwrap() - bpd).abs() < 1e-9);
 
     let (z_path, ld_path, back_path, ldi_path) = (d.join("z.npy"), d.join("ld.npy"), d.join("back.npy"), d.join("ldi.npy"));
-    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z_path), "--logdet", s(&ld_path), "--f64"]);
-    ok(&["inverse", "--model", s(&model), "--input", s(&z_path), "--output", s(&back_path), "--logdet", s(&ldi_path), "--f64"]);
+    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z_path), "--logdet", s(&ld_path), "--f64", "--device", "cpu"]);
+    ok(&["inverse", "--model", s(&model), "--input", s(&z_path), "--output", s(&back_path), "--logdet", s(&ldi_path), "--f64", "--device", "cpu"]);
     let (back, _, _) = read_all(&back_path).unwrap();
     let (ld, _, _) = read_all(&ld_path).unwrap();
     let (ldi, _, _) = read_all(&ldi_path).unwrap();
@@ -148,8 +148,8 @@ fn nan_rows_are_counted_and_isolated() {
     write_all(&x_path, &[50, 3], &x, NpyDtype::F64).unwrap();
     write_all(&clean_path, &[48, 3], &clean, NpyDtype::F64).unwrap();
     let (lp, lp_clean) = (d.join("lp.npy"), d.join("lpc.npy"));
-    let dirty: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&lp), "--json", "--f64", "--chunk-rows", "8"])).unwrap();
-    let tidy: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&clean_path), "--output", s(&lp_clean), "--json", "--f64"])).unwrap();
+    let dirty: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&lp), "--json", "--f64", "--chunk-rows", "8", "--device", "cpu"])).unwrap();
+    let tidy: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&clean_path), "--output", s(&lp_clean), "--json", "--f64", "--device", "cpu"])).unwrap();
     assert_eq!(dirty["nonfinite_rows"], 2);
     assert_eq!(dirty["finite_rows"], 48);
     assert_eq!(dirty["mean_log_likelihood"], tidy["mean_log_likelihood"]);

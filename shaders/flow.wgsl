@@ -1,0 +1,351 @@
+// Fused Real NVP kernels: one invocation evaluates every layer of the flow for one row, the
+// row staying in private memory from the first layer to the base log-density; nothing
+// intermediate goes to global memory and there is one dispatch per chunk of rows.
+//
+// The flow is *interpreted* from a compact plan (`plan`, u32) and a packed parameter buffer
+// (`weights`, f32), both built by src/gpu/kernel.rs. One loop over layers, one MLP routine:
+// the shader's size does not grow with the model, so every model compiles in about the same
+// time (code generated per layer made lavapipe's compile time grow with the square of the
+// depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
+// region width, a multiple of BLOCK), N_LAYERS and the base distribution (see kernel.rs).
+//
+// Plan records (offsets are u32 indices into `plan`, parameter offsets f32 indices into
+// `weights`):
+//   plan[l], l < N_LAYERS: offset of layer l's record
+//   coupling:  [0, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
+//              feat_off: n_id identity features then n_tr transformed features
+//   net:       [n_linear, act_kind, slope_bits, out_tanh, st_off, (in, out_padded, w, b) × n_linear]
+//   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]
+//   permutation:        [2, perm_off]
+// Linear weights are packed mask-pruned and transposed: weight (input i, output o) at
+// w + i·out_padded + o; outputs are padded with zeros to a multiple of BLOCK.
+
+struct Params {
+    rows: u32,      // rows in this dispatch
+    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 256u;
+const BLOCK: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> rows_in: array<f32>;          // [rows, D]
+@group(0) @binding(2) var<storage, read_write> rows_out: array<f32>;   // [rows, D]: z or x
+@group(0) @binding(3) var<storage, read_write> row_scalar: array<f32>; // [rows]: log-det or log p
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;   // [groups, 2]: Σ finite log p, count
+@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(6) var<storage, read> plan: array<u32>;
+
+var<workgroup> red_sum: array<f32, WG>;
+var<workgroup> red_cnt: array<f32, WG>;
+
+// The row, and scratch regions: [0, MAXW) conditioner inputs, [MAXW, 3·MAXW) hidden
+// activations (ping-pong), [3·MAXW, 4·MAXW) conditioner outputs (shifts, scale inputs).
+var<private> v: array<f32, D>;
+var<private> buf: array<f32, 4u * MAXW>;
+const ST: u32 = 3u * MAXW;
+
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+// ---- activations and scale functions (float32, overflow-safe) ----
+
+fn tanh_safe(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(t, -t, x < 0.0);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+fn erf_approx(x: f32) -> f32 {
+    let a = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let r = 1.0 - poly * exp(-a * a);
+    return select(r, -r, x < 0.0);
+}
+
+// kinds: 0 relu, 1 leaky_relu, 2 tanh, 3 elu, 4 silu, 5 gelu, 6 identity
+fn activate(x: f32, kind: u32, slope: f32) -> f32 {
+    switch kind {
+        case 0u: { return max(x, 0.0); }
+        case 1u: { return select(slope * x, x, x >= 0.0); }
+        case 2u: { return tanh_safe(x); }
+        case 3u: { return select(exp(x) - 1.0, x, x > 0.0); }
+        case 4u: { return x * sigmoid(x); }
+        case 5u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
+        default: { return x; }
+    }
+}
+
+// (log f, f) for scale input u of transformed feature k. kinds: 0 exp, 1 tanh_exp (alpha at
+// p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p).
+fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
+    switch kind {
+        case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp(l)); }
+        case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log(f), f); }
+        case 3u: { let c = weights[p]; let l = c * tanh_safe(u / c); return vec2<f32>(l, exp(l)); }
+        default: { return vec2<f32>(u, exp(u)); }
+    }
+}
+
+// ---- the flow ----
+
+// Runs the MLP described at plan[net]: reads buf[0..in), writes its outputs to
+// buf[ST + st_off ..]. Each block of BLOCK outputs is one pass over the inputs with the
+// accumulators in registers.
+fn run_mlp(net: u32) {
+    let n_lin = plan[net];
+    let act = plan[net + 1u];
+    let slope = bitcast<f32>(plan[net + 2u]);
+    let out_act = select(6u, 2u, plan[net + 3u] != 0u);
+    var src = 0u;
+    for (var k = 0u; k < n_lin; k++) {
+        let rec = net + 5u + 4u * k;
+        let n_in = plan[rec];
+        let n_out = plan[rec + 1u];
+        let w = plan[rec + 2u];
+        let b = plan[rec + 3u];
+        let last = k + 1u == n_lin;
+        let dst = select(MAXW * (1u + k % 2u), ST + plan[net + 4u], last);
+        let kind = select(act, out_act, last);
+        for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
+            var a0 = weights[b + o0];
+            var a1 = weights[b + o0 + 1u];
+            var a2 = weights[b + o0 + 2u];
+            var a3 = weights[b + o0 + 3u];
+            var a4 = weights[b + o0 + 4u];
+            var a5 = weights[b + o0 + 5u];
+            var a6 = weights[b + o0 + 6u];
+            var a7 = weights[b + o0 + 7u];
+            for (var i = 0u; i < n_in; i++) {
+                let x = buf[src + i];
+                let wi = w + i * n_out + o0;
+                a0 = fma(weights[wi], x, a0);
+                a1 = fma(weights[wi + 1u], x, a1);
+                a2 = fma(weights[wi + 2u], x, a2);
+                a3 = fma(weights[wi + 3u], x, a3);
+                a4 = fma(weights[wi + 4u], x, a4);
+                a5 = fma(weights[wi + 5u], x, a5);
+                a6 = fma(weights[wi + 6u], x, a6);
+                a7 = fma(weights[wi + 7u], x, a7);
+            }
+            buf[dst + o0] = activate(a0, kind, slope);
+            buf[dst + o0 + 1u] = activate(a1, kind, slope);
+            buf[dst + o0 + 2u] = activate(a2, kind, slope);
+            buf[dst + o0 + 3u] = activate(a3, kind, slope);
+            buf[dst + o0 + 4u] = activate(a4, kind, slope);
+            buf[dst + o0 + 5u] = activate(a5, kind, slope);
+            buf[dst + o0 + 6u] = activate(a6, kind, slope);
+            buf[dst + o0 + 7u] = activate(a7, kind, slope);
+        }
+        src = dst;
+    }
+}
+
+// The stored affine map y = x·f + t goes data→latent when stored_to_latent; moving towards
+// the latent applies it, moving towards the data applies its inverse. Returns the log-det.
+fn coupling(rec: u32, to_latent: bool) -> f32 {
+    let forward = (plan[rec + 1u] != 0u) == to_latent;
+    let scale_kind = plan[rec + 2u];
+    let scale_off = plan[rec + 3u];
+    let n_id = plan[rec + 4u];
+    let n_tr = plan[rec + 5u];
+    let n_nets = plan[rec + 6u];
+    let feat = plan[rec + 7u];
+    for (var j = 0u; j < n_id; j++) {
+        buf[j] = v[plan[feat + j]];
+    }
+    var net = feat + n_id + n_tr;
+    for (var m = 0u; m < n_nets; m++) {
+        run_mlp(net);
+        net += 5u + 4u * plan[net];
+    }
+    var ld = 0.0;
+    for (var k = 0u; k < n_tr; k++) {
+        let f = plan[feat + n_id + k];
+        let t = buf[ST + k];
+        let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k);
+        if forward {
+            v[f] = v[f] * lf.y + t;
+            ld += lf.x;
+        } else {
+            v[f] = (v[f] - t) / lf.y;
+            ld -= lf.x;
+        }
+    }
+    return ld;
+}
+
+fn elementwise(rec: u32, to_latent: bool) -> f32 {
+    let forward = (plan[rec + 1u] != 0u) == to_latent;
+    let ls_off = plan[rec + 2u];
+    let sh_off = plan[rec + 3u];
+    var ld = 0.0;
+    for (var i = 0u; i < D; i++) {
+        let ls = weights[ls_off + i];
+        let sh = weights[sh_off + i];
+        if forward {
+            v[i] = v[i] * exp(ls) + sh;
+            ld += ls;
+        } else {
+            v[i] = (v[i] - sh) * exp(-ls);
+            ld -= ls;
+        }
+    }
+    return ld;
+}
+
+fn permute(rec: u32, to_latent: bool) {
+    let perm = plan[rec + 1u];
+    let src = v;
+    for (var j = 0u; j < D; j++) {
+        let p = plan[perm + j];
+        if to_latent {
+            v[j] = src[p];
+        } else {
+            v[p] = src[j];
+        }
+    }
+}
+
+fn apply_layer(l: u32, to_latent: bool) -> f32 {
+    let rec = plan[l];
+    switch plan[rec] {
+        case 0u: { return coupling(rec, to_latent); }
+        case 1u: { return elementwise(rec, to_latent); }
+        default: { permute(rec, to_latent); return 0.0; }
+    }
+}
+
+// Data→latent in place on v; returns log|det ∂z/∂x|.
+fn flow_to_latent() -> f32 {
+    var ld = 0.0;
+    for (var l = 0u; l < N_LAYERS; l++) {
+        ld += apply_layer(l, true);
+    }
+    return ld;
+}
+
+// Latent→data in place on v; returns log|det ∂x/∂z|.
+fn flow_to_data() -> f32 {
+    var ld = 0.0;
+    for (var l = N_LAYERS; l > 0u; l--) {
+        ld += apply_layer(l - 1u, false);
+    }
+    return ld;
+}
+
+// log density of the base at v: standard normal, or diagonal normal when BASE_LOC_OFF
+// (loc) and BASE_LOC_OFF + D (log_scale) hold parameters.
+fn base_log_density() -> f32 {
+    var q = 0.0;
+    var ls_sum = 0.0;
+    for (var i = 0u; i < D; i++) {
+        var r = v[i];
+        if BASE_DIAGONAL {
+            let ls = weights[BASE_LOC_OFF + D + i];
+            r = (r - weights[BASE_LOC_OFF + i]) * exp(-ls);
+            ls_sum += ls;
+        }
+        q = fma(r, r, q);
+    }
+    return -0.5 * q - ls_sum - HALF_D_LN_2PI;
+}
+
+// ---- row I/O and entry points ----
+
+fn group_index(wid: vec3<u32>) -> u32 {
+    return wid.y * params.groups_x + wid.x;
+}
+
+fn load_row(row: u32) -> bool {
+    var finite = true;
+    for (var i = 0u; i < D; i++) {
+        let x = rows_in[row * D + i];
+        v[i] = x;
+        finite = finite && is_finite(x);
+    }
+    return finite;
+}
+
+fn store_row(row: u32, finite: bool) {
+    for (var i = 0u; i < D; i++) {
+        rows_out[row * D + i] = select(nan(), v[i], finite);
+    }
+}
+
+// Data→latent log p(x) per row, and per-workgroup partial sums of the finite values.
+@compute @workgroup_size(256)
+fn log_prob_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    var lp = 0.0;
+    if row < params.rows {
+        if load_row(row) {
+            let ld = flow_to_latent();
+            lp = base_log_density() + ld;
+        } else {
+            lp = nan();
+        }
+        row_scalar[row] = lp;
+    }
+    let counted = row < params.rows && is_finite(lp);
+    red_sum[lid] = select(0.0, lp, counted);
+    red_cnt[lid] = select(0.0, 1.0, counted);
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_sum[lid] += red_sum[lid + s];
+            red_cnt[lid] += red_cnt[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        let g = group_index(wid);
+        partials[2u * g] = red_sum[0];
+        partials[2u * g + 1u] = red_cnt[0];
+    }
+}
+
+// Data→latent: z and log|det ∂z/∂x| per row.
+@compute @workgroup_size(256)
+fn to_latent_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    if row >= params.rows {
+        return;
+    }
+    let finite = load_row(row);
+    var ld = nan();
+    if finite {
+        ld = flow_to_latent();
+    }
+    store_row(row, finite);
+    row_scalar[row] = ld;
+}
+
+// Latent→data: x and log|det ∂x/∂z| per row.
+@compute @workgroup_size(256)
+fn to_data_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    if row >= params.rows {
+        return;
+    }
+    let finite = load_row(row);
+    var ld = nan();
+    if finite {
+        ld = flow_to_data();
+    }
+    store_row(row, finite);
+    row_scalar[row] = ld;
+}

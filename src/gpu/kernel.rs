@@ -1,0 +1,169 @@
+//! Builds what the fused kernels in `shaders/flow.wgsl` interpret: the layer plan (u32), the
+//! packed parameters (f32), and the few constants prepended to the shader source.
+//!
+//! Design: the shader is one loop over layers and one MLP routine, so its size and compile
+//! time do not depend on the model; only D (row width), the scratch width and the base are
+//! baked in as constants, giving one small shader per model shape, validated by naga.
+//! Coupling nets are packed mask-pruned: the first Linear keeps only the columns of the
+//! identity (b = 1) features and the last Linear only the rows of the outputs that are used,
+//! so masked-out products are never computed. Every coupling's conditioner output is
+//! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
+
+use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn};
+
+/// The shader, loaded at build time.
+pub const TEMPLATE: &str = include_str!("../../shaders/flow.wgsl");
+
+/// Rows per workgroup (must equal `WG` in the shader).
+pub const WORKGROUP_ROWS: usize = 256;
+
+/// Outputs per accumulator block (must equal `BLOCK` in the shader).
+const BLOCK: usize = 8;
+
+/// WGSL source, plan and packed parameters for one flow.
+pub struct KernelSource {
+    /// Complete WGSL module: constants plus the shader.
+    pub wgsl: String,
+    /// All parameters, float32, at the offsets the plan names.
+    pub weights: Vec<f32>,
+    /// The layer plan the shader interprets (record layout in shaders/flow.wgsl).
+    pub plan: Vec<u32>,
+}
+
+/// Builds the kernel source for a validated flow.
+pub fn generate(flow: &Flow) -> KernelSource {
+    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1 };
+    for (i, layer) in flow.layers.iter().enumerate() {
+        p.plan[i] = p.plan.len() as u32;
+        p.layer(layer);
+    }
+    let base_off = match &flow.base {
+        Base::StandardNormal => None,
+        Base::DiagonalNormal { loc, log_scale } => {
+            let off = p.push(loc.iter().copied());
+            p.push(log_scale.iter().copied());
+            Some(off)
+        }
+    };
+    if p.weights.is_empty() {
+        p.weights.push(0.0); // a binding may not be empty
+    }
+    let d = flow.dim;
+    let header = format!(
+        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst MAXW: u32 = {}u;\nconst N_LAYERS: u32 = {}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n\n",
+        p.width.div_ceil(BLOCK) * BLOCK,
+        flow.layers.len(),
+        base_off.is_some(),
+        base_off.unwrap_or(0),
+        lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
+    );
+    KernelSource { wgsl: header + TEMPLATE, weights: p.weights, plan: p.plan }
+}
+
+struct Packer {
+    weights: Vec<f32>,
+    plan: Vec<u32>,
+    /// Widest scratch region needed so far.
+    width: usize,
+}
+
+impl Packer {
+    fn push(&mut self, values: impl IntoIterator<Item = f64>) -> u32 {
+        let offset = self.weights.len() as u32;
+        self.weights.extend(values.into_iter().map(|v| v as f32));
+        offset
+    }
+
+    fn layer(&mut self, layer: &Layer) {
+        match layer {
+            Layer::Coupling(c) => self.coupling(c),
+            Layer::ElementwiseAffine { direction, log_scale, shift } => {
+                let ls = self.push(log_scale.iter().copied());
+                let sh = self.push(shift.iter().copied());
+                self.plan.extend([1, stored_to_latent(*direction), ls, sh]);
+            }
+            Layer::Permutation { perm } => {
+                let at = self.plan.len() as u32 + 2;
+                self.plan.extend([2, at]);
+                self.plan.extend(perm.iter().map(|&p| p as u32));
+            }
+        }
+    }
+
+    fn coupling(&mut self, c: &Coupling) {
+        let id = c.identity_features();
+        let tr = c.transformed_features();
+        let d_tr = tr.len();
+        let (scale_kind, scale_off) = match &c.scale {
+            ScaleFn::Exp => (0, 0),
+            ScaleFn::TanhExp { alpha } => (1, self.push(tr.iter().map(|&f| alpha[f]))),
+            ScaleFn::Sigmoid { offset, eps } => (2, self.push([*offset, *eps])),
+            ScaleFn::SoftClampExp { bound } => (3, self.push([*bound])),
+        };
+        let all = |n: usize| (0..n).collect::<Vec<_>>();
+        // (net, input columns kept, output rows kept, where its outputs go in the st region)
+        let nets: Vec<(&Mlp, Vec<usize>, Vec<usize>, usize)> = match &c.conditioner {
+            Conditioner::MaskedSt { s, t } => vec![(t, id.clone(), tr.clone(), 0), (s, id.clone(), tr.clone(), d_tr)],
+            Conditioner::Shared { st, layout } => {
+                let rows = match layout {
+                    Layout::ShiftScale => all(2 * d_tr),
+                    Layout::Interleaved => (0..d_tr).map(|k| 2 * k).chain((0..d_tr).map(|k| 2 * k + 1)).collect(),
+                };
+                vec![(st, all(id.len()), rows, 0)]
+            }
+        };
+        let feat_at = self.plan.len() as u32 + 8;
+        let header = [0, stored_to_latent(c.direction), scale_kind, scale_off, id.len() as u32, d_tr as u32, nets.len() as u32, feat_at];
+        self.plan.extend(header);
+        self.plan.extend(id.iter().chain(&tr).map(|&f| f as u32));
+        self.width = self.width.max(id.len());
+        for (mlp, cols, rows, st_off) in nets {
+            self.net(mlp, &cols, &rows, st_off);
+        }
+    }
+
+    fn net(&mut self, mlp: &Mlp, cols: &[usize], rows: &[usize], st_off: usize) {
+        let (act, slope) = match mlp.activation {
+            Activation::Relu => (0, 0.0),
+            Activation::LeakyRelu { negative_slope } => (1, negative_slope as f32),
+            Activation::Tanh => (2, 0.0),
+            Activation::Elu => (3, 0.0),
+            Activation::Silu => (4, 0.0),
+            Activation::Gelu => (5, 0.0),
+        };
+        let n = mlp.linears.len();
+        self.plan.extend([n as u32, act, slope.to_bits(), u32::from(mlp.output == OutputFn::Tanh), st_off as u32]);
+        for (k, l) in mlp.linears.iter().enumerate() {
+            let c: Vec<usize> = if k == 0 { cols.to_vec() } else { (0..l.inputs).collect() };
+            let r: Vec<usize> = if k == n - 1 { rows.to_vec() } else { (0..l.outputs).collect() };
+            let padded = r.len().div_ceil(BLOCK) * BLOCK;
+            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded });
+            let (w, b) = self.pack_linear(l, &c, &r, padded);
+            self.plan.extend([c.len() as u32, padded as u32, w, b]);
+        }
+    }
+
+    /// Packs a Linear keeping input columns `cols` and output rows `rows`, transposed
+    /// (weight of input i, output o at `w + i·padded + o`), outputs zero-padded to `padded`.
+    fn pack_linear(&mut self, l: &Linear, cols: &[usize], rows: &[usize], padded: usize) -> (u32, u32) {
+        let pad = |r: &[usize], f: &dyn Fn(usize) -> f64| -> Vec<f64> {
+            (0..padded).map(|k| r.get(k).map_or(0.0, |&o| f(o))).collect()
+        };
+        let mut w_vals = Vec::with_capacity(cols.len() * padded);
+        for &i in cols {
+            w_vals.extend(pad(rows, &|o| l.weight[o * l.inputs + i]));
+        }
+        let w = self.push(w_vals);
+        let b = self.push(pad(rows, &|o| l.bias[o]));
+        (w, b)
+    }
+}
+
+fn stored_to_latent(d: Direction) -> u32 {
+    u32::from(d == Direction::DataToLatent)
+}
+
+/// A WGSL f32 literal of the float32 value.
+fn lit(v: f64) -> String {
+    format!("f32({:e})", v as f32)
+}

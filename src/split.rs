@@ -1,0 +1,163 @@
+//! `--device all`: one batch split across several engines in proportion to their measured
+//! speed, evaluated concurrently, results merged in row order.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::engine::{Engine, LogLikelihoodSum};
+use crate::error::{Error, Result};
+use crate::model::Flow;
+
+/// Rows used to measure each engine's speed when the split engine is opened.
+const CALIBRATION_ROWS: usize = 4096;
+
+/// Several engines behind one [`Engine`]. Each batch is cut into contiguous row ranges, one
+/// per engine, sized by the engines' measured log-likelihood throughput and aligned to whole
+/// workgroups.
+pub struct SplitEngine {
+    flow: Arc<Flow>,
+    engines: Vec<Box<dyn Engine>>,
+    /// Fraction of each batch per engine (sums to 1).
+    shares: Vec<f64>,
+}
+
+impl SplitEngine {
+    /// Measures every engine on a small batch and fixes the shares.
+    pub fn new(flow: Arc<Flow>, engines: Vec<Box<dyn Engine>>) -> Result<Self> {
+        if engines.is_empty() {
+            return Err(Error::Argument("no engine to split the batch across".into()));
+        }
+        let x: Vec<f64> = (0..CALIBRATION_ROWS * flow.dim).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
+        let mut speeds = Vec::new();
+        for e in &engines {
+            let mut logp = vec![0.0; CALIBRATION_ROWS];
+            e.log_prob(&x, &mut logp, &mut LogLikelihoodSum::default())?; // first use compiles
+            let start = Instant::now();
+            e.log_prob(&x, &mut logp, &mut LogLikelihoodSum::default())?;
+            speeds.push(CALIBRATION_ROWS as f64 / start.elapsed().as_secs_f64().max(1e-9));
+        }
+        let total: f64 = speeds.iter().sum();
+        Ok(SplitEngine { flow, engines, shares: speeds.iter().map(|s| s / total).collect() })
+    }
+
+    /// Engine names with their share of each batch.
+    pub fn shares(&self) -> Vec<(String, f64)> {
+        self.engines.iter().zip(&self.shares).map(|(e, &s)| (e.name(), s)).collect()
+    }
+
+    /// Contiguous row ranges, one per engine, in workgroup multiples.
+    fn ranges(&self, n: usize) -> Vec<(usize, usize)> {
+        let align = self.row_alignment();
+        let mut ranges = Vec::with_capacity(self.engines.len());
+        let mut start = 0;
+        for (k, share) in self.shares.iter().enumerate() {
+            let end = if k + 1 == self.shares.len() {
+                n
+            } else {
+                let cut = (n as f64 * share) as usize;
+                (start + cut.div_ceil(align) * align).min(n)
+            };
+            ranges.push((start, end));
+            start = end;
+        }
+        ranges
+    }
+
+    /// Runs `f(engine, first_row, rows)` on every engine's range concurrently.
+    fn each<F>(&self, n: usize, f: F) -> Result<()>
+    where
+        F: Fn(&dyn Engine, usize, usize) -> Result<()> + Sync,
+    {
+        let ranges = self.ranges(n);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .engines
+                .iter()
+                .zip(&ranges)
+                .filter(|(_, r)| r.1 > r.0)
+                .map(|(e, &(a, b))| {
+                    let f = &f;
+                    scope.spawn(move || f(e.as_ref(), a, b - a))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| h.join().map_err(|_| Error::Gpu("an engine thread panicked".into()))?)
+        })
+    }
+}
+
+/// Splits `data` (`[n, width]`) into mutable pieces for the given row ranges.
+fn split_rows<'a>(mut data: &'a mut [f64], width: usize, ranges: &[(usize, usize)]) -> Vec<&'a mut [f64]> {
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges {
+        let (head, tail) = std::mem::take(&mut data).split_at_mut((b - a) * width);
+        pieces.push(head);
+        data = tail;
+    }
+    pieces
+}
+
+impl Engine for SplitEngine {
+    fn name(&self) -> String {
+        let parts: Vec<String> = self.shares().iter().map(|(n, s)| format!("{n} {:.0}%", 100.0 * s)).collect();
+        format!("all [{}]", parts.join(" + "))
+    }
+
+    fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
+    fn row_alignment(&self) -> usize {
+        self.engines.iter().map(|e| e.row_alignment()).max().unwrap_or(1)
+    }
+
+    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()> {
+        self.map_rows(x, z, logdet, |e, x, z, ld| e.forward_to_latent(x, z, ld))
+    }
+
+    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()> {
+        self.map_rows(z, x, logdet, |e, z, x, ld| e.inverse_to_data(z, x, ld))
+    }
+
+    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
+        let d = self.flow.dim;
+        let ranges = self.ranges(logp.len());
+        let pieces: Vec<std::sync::Mutex<(&mut [f64], LogLikelihoodSum)>> = split_rows(logp, 1, &ranges)
+            .into_iter()
+            .map(|p| std::sync::Mutex::new((p, LogLikelihoodSum::default())))
+            .collect();
+        let index = |first: usize| ranges.iter().position(|r| r.0 == first && r.1 > r.0);
+        self.each(ranges.last().map_or(0, |r| r.1), |e, first, rows| {
+            let k = index(first).ok_or_else(|| Error::Argument("split range not found".into()))?;
+            let mut guard = pieces[k].lock().map_err(|_| Error::Gpu("poisoned".into()))?;
+            let (out, s) = &mut *guard;
+            e.log_prob(&x[first * d..(first + rows) * d], out, s)
+        })?;
+        for p in pieces {
+            let (_, s) = p.into_inner().map_err(|_| Error::Gpu("poisoned".into()))?;
+            sum.rows += s.rows;
+            sum.add_partial(s.sum, s.finite_rows);
+        }
+        Ok(())
+    }
+}
+
+impl SplitEngine {
+    fn map_rows<F>(&self, input: &[f64], out: &mut [f64], logdet: &mut [f64], f: F) -> Result<()>
+    where
+        F: Fn(&dyn Engine, &[f64], &mut [f64], &mut [f64]) -> Result<()> + Sync,
+    {
+        let d = self.flow.dim;
+        let ranges = self.ranges(logdet.len());
+        let outs = split_rows(out, d, &ranges);
+        let lds = split_rows(logdet, 1, &ranges);
+        let pieces: Vec<std::sync::Mutex<(&mut [f64], &mut [f64])>> =
+            outs.into_iter().zip(lds).map(std::sync::Mutex::new).collect();
+        let index = |first: usize| ranges.iter().position(|r| r.0 == first && r.1 > r.0);
+        self.each(ranges.last().map_or(0, |r| r.1), |e, first, rows| {
+            let k = index(first).ok_or_else(|| Error::Argument("split range not found".into()))?;
+            let mut guard = pieces[k].lock().map_err(|_| Error::Gpu("poisoned".into()))?;
+            let (o, ld) = &mut *guard;
+            f(e, &input[first * d..(first + rows) * d], o, ld)
+        })
+    }
+}
