@@ -14,11 +14,18 @@
 //   plan[l], l < N_LAYERS: offset of layer l's record
 //   coupling:  [0, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
 //              feat_off: n_id identity features then n_tr transformed features
-//   net:       [n_linear, act_kind, slope_bits, out_tanh, st_off, (in, out_padded, w, b) × n_linear]
 //   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]
 //   permutation:        [2, perm_off]
+//   net:       [n_linear, act_kind, slope_bits, out_tanh, st_off, (in_padded, out_padded, w, b) × n_linear]
 // Linear weights are packed mask-pruned and transposed: weight (input i, output o) at
-// w + i·out_padded + o; outputs are padded with zeros to a multiple of BLOCK.
+// w + i·out_padded + o; inputs and outputs are padded with zeros to multiples of BLOCK, so
+// the matrix loops run in BLOCK×BLOCK tiles. Padded inputs read scratch entries that hold
+// finite values (zeros written by the gather, or activations of zero-padded outputs).
+//
+// lavapipe (Mesa's llvmpipe) stops every loop after 65535 iterations *in total per
+// invocation* (its loop limiter is shared by all loops of a shader). Tiling keeps realistic
+// models far below that; kernel.rs counts the iterations and refuses models that would hit
+// the limit on such adapters instead of returning truncated results.
 
 struct Params {
     rows: u32,      // rows in this dispatch
@@ -103,8 +110,8 @@ fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
 // ---- the flow ----
 
 // Runs the MLP described at plan[net]: reads buf[0..in), writes its outputs to
-// buf[ST + st_off ..]. Each block of BLOCK outputs is one pass over the inputs with the
-// accumulators in registers.
+// buf[ST + st_off ..]. Each block of BLOCK outputs is one pass over the inputs, BLOCK inputs
+// per iteration, with the accumulators in registers.
 fn run_mlp(net: u32) {
     let n_lin = plan[net];
     let act = plan[net + 1u];
@@ -129,17 +136,80 @@ fn run_mlp(net: u32) {
             var a5 = weights[b + o0 + 5u];
             var a6 = weights[b + o0 + 6u];
             var a7 = weights[b + o0 + 7u];
-            for (var i = 0u; i < n_in; i++) {
-                let x = buf[src + i];
+            for (var i = 0u; i < n_in; i += BLOCK) {
+                let x0 = buf[src + i + 0u];
+                let x1 = buf[src + i + 1u];
+                let x2 = buf[src + i + 2u];
+                let x3 = buf[src + i + 3u];
+                let x4 = buf[src + i + 4u];
+                let x5 = buf[src + i + 5u];
+                let x6 = buf[src + i + 6u];
+                let x7 = buf[src + i + 7u];
                 let wi = w + i * n_out + o0;
-                a0 = fma(weights[wi], x, a0);
-                a1 = fma(weights[wi + 1u], x, a1);
-                a2 = fma(weights[wi + 2u], x, a2);
-                a3 = fma(weights[wi + 3u], x, a3);
-                a4 = fma(weights[wi + 4u], x, a4);
-                a5 = fma(weights[wi + 5u], x, a5);
-                a6 = fma(weights[wi + 6u], x, a6);
-                a7 = fma(weights[wi + 7u], x, a7);
+                a0 = fma(weights[wi], x0, a0);
+                a1 = fma(weights[wi + 1u], x0, a1);
+                a2 = fma(weights[wi + 2u], x0, a2);
+                a3 = fma(weights[wi + 3u], x0, a3);
+                a4 = fma(weights[wi + 4u], x0, a4);
+                a5 = fma(weights[wi + 5u], x0, a5);
+                a6 = fma(weights[wi + 6u], x0, a6);
+                a7 = fma(weights[wi + 7u], x0, a7);
+                a0 = fma(weights[wi + 1u * n_out], x1, a0);
+                a1 = fma(weights[wi + 1u * n_out + 1u], x1, a1);
+                a2 = fma(weights[wi + 1u * n_out + 2u], x1, a2);
+                a3 = fma(weights[wi + 1u * n_out + 3u], x1, a3);
+                a4 = fma(weights[wi + 1u * n_out + 4u], x1, a4);
+                a5 = fma(weights[wi + 1u * n_out + 5u], x1, a5);
+                a6 = fma(weights[wi + 1u * n_out + 6u], x1, a6);
+                a7 = fma(weights[wi + 1u * n_out + 7u], x1, a7);
+                a0 = fma(weights[wi + 2u * n_out], x2, a0);
+                a1 = fma(weights[wi + 2u * n_out + 1u], x2, a1);
+                a2 = fma(weights[wi + 2u * n_out + 2u], x2, a2);
+                a3 = fma(weights[wi + 2u * n_out + 3u], x2, a3);
+                a4 = fma(weights[wi + 2u * n_out + 4u], x2, a4);
+                a5 = fma(weights[wi + 2u * n_out + 5u], x2, a5);
+                a6 = fma(weights[wi + 2u * n_out + 6u], x2, a6);
+                a7 = fma(weights[wi + 2u * n_out + 7u], x2, a7);
+                a0 = fma(weights[wi + 3u * n_out], x3, a0);
+                a1 = fma(weights[wi + 3u * n_out + 1u], x3, a1);
+                a2 = fma(weights[wi + 3u * n_out + 2u], x3, a2);
+                a3 = fma(weights[wi + 3u * n_out + 3u], x3, a3);
+                a4 = fma(weights[wi + 3u * n_out + 4u], x3, a4);
+                a5 = fma(weights[wi + 3u * n_out + 5u], x3, a5);
+                a6 = fma(weights[wi + 3u * n_out + 6u], x3, a6);
+                a7 = fma(weights[wi + 3u * n_out + 7u], x3, a7);
+                a0 = fma(weights[wi + 4u * n_out], x4, a0);
+                a1 = fma(weights[wi + 4u * n_out + 1u], x4, a1);
+                a2 = fma(weights[wi + 4u * n_out + 2u], x4, a2);
+                a3 = fma(weights[wi + 4u * n_out + 3u], x4, a3);
+                a4 = fma(weights[wi + 4u * n_out + 4u], x4, a4);
+                a5 = fma(weights[wi + 4u * n_out + 5u], x4, a5);
+                a6 = fma(weights[wi + 4u * n_out + 6u], x4, a6);
+                a7 = fma(weights[wi + 4u * n_out + 7u], x4, a7);
+                a0 = fma(weights[wi + 5u * n_out], x5, a0);
+                a1 = fma(weights[wi + 5u * n_out + 1u], x5, a1);
+                a2 = fma(weights[wi + 5u * n_out + 2u], x5, a2);
+                a3 = fma(weights[wi + 5u * n_out + 3u], x5, a3);
+                a4 = fma(weights[wi + 5u * n_out + 4u], x5, a4);
+                a5 = fma(weights[wi + 5u * n_out + 5u], x5, a5);
+                a6 = fma(weights[wi + 5u * n_out + 6u], x5, a6);
+                a7 = fma(weights[wi + 5u * n_out + 7u], x5, a7);
+                a0 = fma(weights[wi + 6u * n_out], x6, a0);
+                a1 = fma(weights[wi + 6u * n_out + 1u], x6, a1);
+                a2 = fma(weights[wi + 6u * n_out + 2u], x6, a2);
+                a3 = fma(weights[wi + 6u * n_out + 3u], x6, a3);
+                a4 = fma(weights[wi + 6u * n_out + 4u], x6, a4);
+                a5 = fma(weights[wi + 6u * n_out + 5u], x6, a5);
+                a6 = fma(weights[wi + 6u * n_out + 6u], x6, a6);
+                a7 = fma(weights[wi + 6u * n_out + 7u], x6, a7);
+                a0 = fma(weights[wi + 7u * n_out], x7, a0);
+                a1 = fma(weights[wi + 7u * n_out + 1u], x7, a1);
+                a2 = fma(weights[wi + 7u * n_out + 2u], x7, a2);
+                a3 = fma(weights[wi + 7u * n_out + 3u], x7, a3);
+                a4 = fma(weights[wi + 7u * n_out + 4u], x7, a4);
+                a5 = fma(weights[wi + 7u * n_out + 5u], x7, a5);
+                a6 = fma(weights[wi + 7u * n_out + 6u], x7, a6);
+                a7 = fma(weights[wi + 7u * n_out + 7u], x7, a7);
             }
             buf[dst + o0] = activate(a0, kind, slope);
             buf[dst + o0 + 1u] = activate(a1, kind, slope);
@@ -166,6 +236,9 @@ fn coupling(rec: u32, to_latent: bool) -> f32 {
     let feat = plan[rec + 7u];
     for (var j = 0u; j < n_id; j++) {
         buf[j] = v[plan[feat + j]];
+    }
+    for (var j = n_id; j % BLOCK != 0u; j++) {
+        buf[j] = 0.0;
     }
     var net = feat + n_id + n_tr;
     for (var m = 0u; m < n_nets; m++) {
@@ -232,7 +305,7 @@ fn apply_layer(l: u32, to_latent: bool) -> f32 {
 // Data→latent in place on v; returns log|det ∂z/∂x|.
 fn flow_to_latent() -> f32 {
     var ld = 0.0;
-    for (var l = 0u; l < N_LAYERS; l++) {
+    for (var l = 0u; l < N_LAYERS + params._pad0; l++) {
         ld += apply_layer(l, true);
     }
     return ld;
@@ -241,7 +314,7 @@ fn flow_to_latent() -> f32 {
 // Latent→data in place on v; returns log|det ∂x/∂z|.
 fn flow_to_data() -> f32 {
     var ld = 0.0;
-    for (var l = N_LAYERS; l > 0u; l--) {
+    for (var l = N_LAYERS + params._pad0; l > 0u; l--) {
         ld += apply_layer(l - 1u, false);
     }
     return ld;

@@ -69,6 +69,16 @@ pub struct ScoreSummary {
     pub seconds: f64,
     /// Rows per second, end to end.
     pub rows_per_second: f64,
+    /// Peak resident memory of this process so far, bytes (Linux; None elsewhere).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (VmHWM from /proc/self/status), bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl ScoreSummary {
@@ -85,6 +95,7 @@ impl ScoreSummary {
             bits_per_dim: -mean / (dim as f64 * std::f64::consts::LN_2),
             seconds,
             rows_per_second: sum.rows as f64 / seconds.max(1e-12),
+            peak_rss_bytes: peak_rss_bytes(),
         }
     }
 }
@@ -96,7 +107,11 @@ impl std::fmt::Display for ScoreSummary {
         writeln!(f, "non-finite rows      {}", self.nonfinite_rows)?;
         writeln!(f, "mean log-likelihood  {:.6} nats", self.mean_log_likelihood)?;
         writeln!(f, "bits/dim             {:.6}", self.bits_per_dim)?;
-        write!(f, "throughput           {:.0} rows/s ({:.3} s)", self.rows_per_second, self.seconds)
+        write!(f, "throughput           {:.0} rows/s ({:.3} s)", self.rows_per_second, self.seconds)?;
+        if let Some(rss) = self.peak_rss_bytes {
+            write!(f, "\npeak memory (RSS)    {:.0} MiB", rss as f64 / (1u64 << 20) as f64)?;
+        }
+        Ok(())
     }
 }
 

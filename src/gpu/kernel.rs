@@ -28,11 +28,17 @@ pub struct KernelSource {
     pub weights: Vec<f32>,
     /// The layer plan the shader interprets (record layout in shaders/flow.wgsl).
     pub plan: Vec<u32>,
+    /// Loop iterations one invocation executes, all loops together, for the longest entry
+    /// point (log p: layers, row I/O, base density and the reduction).
+    pub loop_iterations: u64,
 }
+
+/// lavapipe/llvmpipe end every loop after this many iterations in total per invocation.
+pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
 /// Builds the kernel source for a validated flow.
 pub fn generate(flow: &Flow) -> KernelSource {
-    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1 };
+    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1, loop_iterations: 0 };
     for (i, layer) in flow.layers.iter().enumerate() {
         p.plan[i] = p.plan.len() as u32;
         p.layer(layer);
@@ -57,7 +63,9 @@ pub fn generate(flow: &Flow) -> KernelSource {
         base_off.unwrap_or(0),
         lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
     );
-    KernelSource { wgsl: header + TEMPLATE, weights: p.weights, plan: p.plan }
+    // layers loop, load, store, base density, reduction (log2 256)
+    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * d as u64 + 8;
+    KernelSource { wgsl: header + TEMPLATE, weights: p.weights, plan: p.plan, loop_iterations }
 }
 
 struct Packer {
@@ -65,6 +73,8 @@ struct Packer {
     plan: Vec<u32>,
     /// Widest scratch region needed so far.
     width: usize,
+    /// Loop iterations one invocation executes (see `KernelSource::loop_iterations`).
+    loop_iterations: u64,
 }
 
 impl Packer {
@@ -78,11 +88,13 @@ impl Packer {
         match layer {
             Layer::Coupling(c) => self.coupling(c),
             Layer::ElementwiseAffine { direction, log_scale, shift } => {
+                self.loop_iterations += log_scale.len() as u64;
                 let ls = self.push(log_scale.iter().copied());
                 let sh = self.push(shift.iter().copied());
                 self.plan.extend([1, stored_to_latent(*direction), ls, sh]);
             }
             Layer::Permutation { perm } => {
+                self.loop_iterations += perm.len() as u64;
                 let at = self.plan.len() as u32 + 2;
                 self.plan.extend([2, at]);
                 self.plan.extend(perm.iter().map(|&p| p as u32));
@@ -116,7 +128,8 @@ impl Packer {
         let header = [0, stored_to_latent(c.direction), scale_kind, scale_off, id.len() as u32, d_tr as u32, nets.len() as u32, feat_at];
         self.plan.extend(header);
         self.plan.extend(id.iter().chain(&tr).map(|&f| f as u32));
-        self.width = self.width.max(id.len());
+        self.width = self.width.max(pad(id.len()));
+        self.loop_iterations += (pad(id.len()) + d_tr) as u64 + nets.len() as u64;
         for (mlp, cols, rows, st_off) in nets {
             self.net(mlp, &cols, &rows, st_off);
         }
@@ -133,30 +146,38 @@ impl Packer {
         };
         let n = mlp.linears.len();
         self.plan.extend([n as u32, act, slope.to_bits(), u32::from(mlp.output == OutputFn::Tanh), st_off as u32]);
+        self.loop_iterations += 1 + n as u64;
         for (k, l) in mlp.linears.iter().enumerate() {
             let c: Vec<usize> = if k == 0 { cols.to_vec() } else { (0..l.inputs).collect() };
             let r: Vec<usize> = if k == n - 1 { rows.to_vec() } else { (0..l.outputs).collect() };
-            let padded = r.len().div_ceil(BLOCK) * BLOCK;
-            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded });
+            let padded = pad(r.len());
+            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded }).max(pad(c.len()));
             let (w, b) = self.pack_linear(l, &c, &r, padded);
-            self.plan.extend([c.len() as u32, padded as u32, w, b]);
+            self.plan.extend([pad(c.len()) as u32, padded as u32, w, b]);
+            let blocks = (padded / BLOCK) as u64;
+            self.loop_iterations += blocks * (1 + (pad(c.len()) / BLOCK) as u64);
         }
     }
 
     /// Packs a Linear keeping input columns `cols` and output rows `rows`, transposed
-    /// (weight of input i, output o at `w + i·padded + o`), outputs zero-padded to `padded`.
+    /// (weight of input i, output o at `w + i·padded + o`), inputs and outputs zero-padded
+    /// to multiples of BLOCK.
     fn pack_linear(&mut self, l: &Linear, cols: &[usize], rows: &[usize], padded: usize) -> (u32, u32) {
-        let pad = |r: &[usize], f: &dyn Fn(usize) -> f64| -> Vec<f64> {
-            (0..padded).map(|k| r.get(k).map_or(0.0, |&o| f(o))).collect()
-        };
-        let mut w_vals = Vec::with_capacity(cols.len() * padded);
+        let row_of = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..padded).map(|k| rows.get(k).map_or(0.0, |&o| f(o))).collect() };
+        let mut w_vals = Vec::with_capacity(pad(cols.len()) * padded);
         for &i in cols {
-            w_vals.extend(pad(rows, &|o| l.weight[o * l.inputs + i]));
+            w_vals.extend(row_of(&|o| l.weight[o * l.inputs + i]));
         }
+        w_vals.resize(pad(cols.len()) * padded, 0.0);
         let w = self.push(w_vals);
-        let b = self.push(pad(rows, &|o| l.bias[o]));
+        let b = self.push(row_of(&|o| l.bias[o]));
         (w, b)
     }
+}
+
+/// Rounds up to a multiple of BLOCK.
+fn pad(n: usize) -> usize {
+    n.div_ceil(BLOCK) * BLOCK
 }
 
 fn stored_to_latent(d: Direction) -> u32 {

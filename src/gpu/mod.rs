@@ -143,6 +143,14 @@ impl GpuEngine {
                 info.name, limits.max_storage_buffer_binding_size
             )));
         }
+        if info.driver.to_lowercase().contains("llvmpipe") && source.loop_iterations > kernel::LLVMPIPE_LOOP_LIMIT {
+            return Err(Error::Gpu(format!(
+                "the model needs {} loop iterations per row but {} stops every shader after {} (Mesa's llvmpipe loop limiter); use --device cpu or a hardware GPU",
+                source.loop_iterations,
+                info.name,
+                kernel::LLVMPIPE_LOOP_LIMIT
+            )));
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("realnvp"),
             required_features: wgpu::Features::empty(),
@@ -165,18 +173,23 @@ impl GpuEngine {
         });
         let layout = bind_group_layout(&device);
         let pipelines = create_pipelines(&device, &layout, &source.wgsl, &info.name)?;
-        let upload = |label: &str, bytes: &[u8]| {
+        let upload = |label: &str, bytes: &[u8]| -> Result<wgpu::Buffer> {
             let buffer = device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes.len() as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: true,
             });
-            queue.write_buffer(&buffer, 0, bytes);
             buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Gpu(format!("uploading {label}: {e}")))?
+                .copy_from_slice(bytes);
+            buffer.unmap();
+            Ok(buffer)
         };
-        let weights = upload("weights", bytemuck::cast_slice(&source.weights));
-        let plan = upload("plan", bytemuck::cast_slice(&source.plan));
+        let weights = upload("weights", bytemuck::cast_slice(&source.weights))?;
+        let plan = upload("plan", bytemuck::cast_slice(&source.plan))?;
         let chunk_rows = plan_chunk_rows(flow.dim, options.chunk_rows, &limits);
         let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
         let model = ModelBuffers { weights, plan };
