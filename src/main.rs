@@ -140,7 +140,7 @@ enum Command {
     },
     /// The main job on a built-in example: the seed's 4-D flow, sampled, scored and inverted.
     Demo {
-        #[arg(short = 'n', long, default_value_t = 200_000)]
+        #[arg(short = 'n', long, default_value_t = 100_000)]
         rows: usize,
         #[arg(long, default_value = "auto")]
         device: Device,
