@@ -28,10 +28,12 @@ fn split_engine_merges_results_in_row_order() {
         let (mut za, mut la, mut zb, mut lb) = (vec![0.0; 5 * n], vec![0.0; n], vec![0.0; 5 * n], vec![0.0; n]);
         split.forward_to_latent(&x, &mut za, &mut la).unwrap();
         single.forward_to_latent(&x, &mut zb, &mut lb).unwrap();
-        assert_eq!((za, la), (zb, lb));
+        assert_eq!(za, zb);
+        assert_eq!(la, lb);
         let (mut xa, mut xb) = (vec![0.0; 5 * n], vec![0.0; 5 * n]);
         split.inverse_to_data(&zb, &mut xa, &mut la).unwrap();
         single.inverse_to_data(&zb, &mut xb, &mut lb).unwrap();
-        assert_eq!((xa, la), (xb, lb));
+        assert_eq!(xa, xb);
+        assert_eq!(la, lb);
     }
 }
