@@ -139,10 +139,10 @@ fn random_flows_cover_every_kind() {
     assert!(any(&|c| matches!(c.conditioner, Conditioner::Shared { layout: Layout::ShiftScale, .. })));
     assert!(any(&|c| matches!(c.conditioner, Conditioner::Shared { layout: Layout::Interleaved, .. })));
     for scale in 0..4 {
-        assert!(any(&|c| match (&c.scale, scale) {
-            (ScaleFn::Exp, 0) | (ScaleFn::TanhExp { .. }, 1) | (ScaleFn::Sigmoid { .. }, 2) | (ScaleFn::SoftClampExp { .. }, 3) => true,
-            _ => false,
-        }));
+        assert!(any(&|c| matches!(
+            (&c.scale, scale),
+            (ScaleFn::Exp, 0) | (ScaleFn::TanhExp { .. }, 1) | (ScaleFn::Sigmoid { .. }, 2) | (ScaleFn::SoftClampExp { .. }, 3)
+        )));
     }
     assert!(any(&|c| c.direction == Direction::DataToLatent) && any(&|c| c.direction == Direction::LatentToData));
     for act in ALL_ACTIVATIONS {

@@ -191,6 +191,12 @@ impl GpuEngine {
         let weights = upload("weights", bytemuck::cast_slice(&source.weights))?;
         let plan = upload("plan", bytemuck::cast_slice(&source.plan))?;
         let chunk_rows = plan_chunk_rows(flow.dim, options.chunk_rows, &limits);
+        if chunk_rows == 0 {
+            return Err(Error::Gpu(format!(
+                "{} cannot bind {WORKGROUP_ROWS} rows of D = {} floats (max_storage_buffer_binding_size = {} bytes)",
+                info.name, flow.dim, limits.max_storage_buffer_binding_size
+            )));
+        }
         let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
         let model = ModelBuffers { weights, plan };
         let slots = (0..2).map(|k| create_slot(&device, &layout, &model, flow.dim, chunk_rows, max_groups_x, k)).collect();
