@@ -136,7 +136,7 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
     match device {
         Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
         Device::Auto | Device::Gpu(None) => {
-            adapters.sort_by_key(|a| gpu::adapter_rank(a.get_info().device_type));
+            adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
             match adapters.first() {
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
                 None if *device == Device::Auto => Ok(Box::new(CpuReference::new(flow))),

@@ -16,7 +16,7 @@ mod common;
 
 fn best_adapter() -> Option<wgpu::Adapter> {
     let mut adapters = gpu::adapters(&gpu::instance());
-    adapters.sort_by_key(|a| gpu::adapter_rank(a.get_info().device_type));
+    adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
     let found = adapters.into_iter().next();
     if found.is_none() {
         if std::env::var_os("REALNVP_REQUIRE_GPU").is_some() {

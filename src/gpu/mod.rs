@@ -38,15 +38,17 @@ pub fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
     }
 }
 
-/// Preference order of adapter types: hardware first, CPU emulation last.
-pub fn adapter_rank(t: wgpu::DeviceType) -> u8 {
-    match t {
+/// Preference order of adapters (lower is better): hardware first, CPU emulation last; within
+/// a type, Vulkan/Metal/DX12 before GL (llvmpipe's GL backend takes 20–54 s per shader).
+pub fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
         wgpu::DeviceType::IntegratedGpu => 1,
         wgpu::DeviceType::VirtualGpu => 2,
         wgpu::DeviceType::Other => 3,
         wgpu::DeviceType::Cpu => 4,
-    }
+    };
+    (kind, u8::from(info.backend == wgpu::Backend::Gl))
 }
 
 /// True for adapters that emulate a GPU on the CPU (lavapipe, llvmpipe, WARP).
