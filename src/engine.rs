@@ -129,13 +129,11 @@ impl fmt::Display for Device {
 ///   `realnvp devices`;
 /// - `all`: every adapter, batches split between them in proportion to their speed.
 pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Result<Box<dyn Engine>> {
-    let mut adapters = match device {
-        Device::Cpu => return Ok(Box::new(CpuReference::new(flow))),
-        _ => gpu::adapters(&gpu::instance()),
-    };
+    let adapters = || gpu::adapters(&gpu::instance());
     match device {
         Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
         Device::Auto | Device::Gpu(None) => {
+            let mut adapters = adapters();
             adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
             match adapters.first() {
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
@@ -144,12 +142,14 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
             }
         }
         Device::Gpu(Some(n)) => {
+            let adapters = adapters();
             let a = adapters.get(*n).ok_or_else(|| {
                 Error::Gpu(format!("no adapter gpu:{n}; `realnvp devices` lists {} adapter(s)", adapters.len()))
             })?;
             Ok(Box::new(GpuEngine::new(flow, a, options)?))
         }
         Device::All => {
+            let adapters = adapters();
             if adapters.is_empty() {
                 return Err(no_adapter());
             }

@@ -63,23 +63,12 @@ impl SplitEngine {
         ranges
     }
 
-    /// Runs `f(engine, first_row, rows)` on every engine's range concurrently.
-    fn each<F>(&self, n: usize, f: F) -> Result<()>
-    where
-        F: Fn(&dyn Engine, usize, usize) -> Result<()> + Sync,
-    {
-        let ranges = self.ranges(n);
+    /// Runs `f(engine, item)` for every engine with its own work item, concurrently.
+    fn concurrently<T: Send>(&self, work: Vec<T>, f: impl Fn(&dyn Engine, T) -> Result<()> + Sync) -> Result<()> {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .engines
-                .iter()
-                .zip(&ranges)
-                .filter(|(_, r)| r.1 > r.0)
-                .map(|(e, &(a, b))| {
-                    let f = &f;
-                    scope.spawn(move || f(e.as_ref(), a, b - a))
-                })
-                .collect();
+            let f = &f;
+            let handles: Vec<_> =
+                self.engines.iter().zip(work).map(|(e, item)| scope.spawn(move || f(e.as_ref(), item))).collect();
             handles.into_iter().try_for_each(|h| h.join().map_err(|_| Error::Gpu("an engine thread panicked".into()))?)
         })
     }
@@ -121,19 +110,15 @@ impl Engine for SplitEngine {
     fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
         let d = self.flow.dim;
         let ranges = self.ranges(logp.len());
-        let pieces: Vec<std::sync::Mutex<(&mut [f64], LogLikelihoodSum)>> = split_rows(logp, 1, &ranges)
-            .into_iter()
-            .map(|p| std::sync::Mutex::new((p, LogLikelihoodSum::default())))
+        let mut sums = vec![LogLikelihoodSum::default(); ranges.len()];
+        let work: Vec<_> = ranges
+            .iter()
+            .zip(split_rows(logp, 1, &ranges))
+            .zip(sums.iter_mut())
+            .map(|((&(a, b), out), s)| (&x[a * d..b * d], out, s))
             .collect();
-        let index = |first: usize| ranges.iter().position(|r| r.0 == first && r.1 > r.0);
-        self.each(ranges.last().map_or(0, |r| r.1), |e, first, rows| {
-            let k = index(first).ok_or_else(|| Error::Argument("split range not found".into()))?;
-            let mut guard = pieces[k].lock().map_err(|_| Error::Gpu("poisoned".into()))?;
-            let (out, s) = &mut *guard;
-            e.log_prob(&x[first * d..(first + rows) * d], out, s)
-        })?;
-        for p in pieces {
-            let (_, s) = p.into_inner().map_err(|_| Error::Gpu("poisoned".into()))?;
+        self.concurrently(work, |e, (x, out, s)| e.log_prob(x, out, s))?;
+        for s in sums {
             sum.rows += s.rows;
             sum.add_partial(s.sum, s.finite_rows);
         }
@@ -148,16 +133,12 @@ impl SplitEngine {
     {
         let d = self.flow.dim;
         let ranges = self.ranges(logdet.len());
-        let outs = split_rows(out, d, &ranges);
-        let lds = split_rows(logdet, 1, &ranges);
-        let pieces: Vec<std::sync::Mutex<(&mut [f64], &mut [f64])>> =
-            outs.into_iter().zip(lds).map(std::sync::Mutex::new).collect();
-        let index = |first: usize| ranges.iter().position(|r| r.0 == first && r.1 > r.0);
-        self.each(ranges.last().map_or(0, |r| r.1), |e, first, rows| {
-            let k = index(first).ok_or_else(|| Error::Argument("split range not found".into()))?;
-            let mut guard = pieces[k].lock().map_err(|_| Error::Gpu("poisoned".into()))?;
-            let (o, ld) = &mut *guard;
-            f(e, &input[first * d..(first + rows) * d], o, ld)
-        })
+        let work: Vec<_> = ranges
+            .iter()
+            .zip(split_rows(out, d, &ranges))
+            .zip(split_rows(logdet, 1, &ranges))
+            .map(|((&(a, b), o), ld)| (&input[a * d..b * d], o, ld))
+            .collect();
+        self.concurrently(work, |e, (i, o, ld)| f(e, i, o, ld))
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod kernel;
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -233,24 +234,22 @@ impl GpuEngine {
             check_len(out.len(), n * d)?;
         }
         let mut slots = self.slots.lock().map_err(|_| Error::Gpu("engine state poisoned by an earlier panic".into()))?;
-        let mut pending: [Option<Pending>; 2] = [None, None];
-        let chunks: Vec<(usize, usize)> =
-            (0..n).step_by(self.chunk_rows.max(1)).map(|s| (s, self.chunk_rows.min(n - s))).collect();
-        for (c, &(first, rows)) in chunks.iter().enumerate() {
+        // Chunk c uses slot c % 2; before it is submitted, chunk c − 2 (same slot) is collected.
+        // Chunks are collected in order, so partial sums are added in row order.
+        let mut in_flight: VecDeque<(usize, Pending)> = VecDeque::with_capacity(2);
+        for (c, first) in (0..n).step_by(self.chunk_rows).enumerate() {
             let k = c % 2;
-            if let Some(p) = pending[k].take() {
-                self.collect(&slots[k], p, rows_out.as_deref_mut(), scalar, sum.as_deref_mut())?;
+            if in_flight.len() == 2 {
+                if let Some((slot, p)) = in_flight.pop_front() {
+                    self.collect(&slots[slot], p, rows_out.as_deref_mut(), scalar, sum.as_deref_mut())?;
+                }
             }
+            let rows = self.chunk_rows.min(n - first);
             let p = self.submit(&mut slots[k], op, &input[first * d..(first + rows) * d], first, rows)?;
-            pending[k] = Some(p);
+            in_flight.push_back((k, p));
         }
-        let last = chunks.len();
-        for c in [last + 1, last] {
-            // remaining chunks in order: last−1 (slot (last+1)%2), then last (slot last%2)
-            let k = c % 2;
-            if let Some(p) = pending[k].take() {
-                self.collect(&slots[k], p, rows_out.as_deref_mut(), scalar, sum.as_deref_mut())?;
-            }
+        while let Some((slot, p)) = in_flight.pop_front() {
+            self.collect(&slots[slot], p, rows_out.as_deref_mut(), scalar, sum.as_deref_mut())?;
         }
         self.check_errors()
     }
@@ -285,7 +284,6 @@ impl GpuEngine {
             encoder.copy_buffer_to_buffer(&slot.partials, 0, &slot.readback, layout.partials_at, layout.partials_bytes);
         }
         let submission = self.queue.submit([encoder.finish()]);
-        self.check_errors()?;
         let (tx, rx) = mpsc::channel();
         slot.readback.slice(0..layout.total()).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
