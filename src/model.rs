@@ -190,6 +190,81 @@ impl Coupling {
     }
 }
 
+/// A coupling's conditioner with masked-out products removed, as both fast engines evaluate
+/// it: every net reads only the identity features (ascending index order) and writes only
+/// the outputs that are used, into one normalised region `[shifts (d_tr), scale inputs (d_tr)]`
+/// for the transformed features (ascending index order), whatever the conditioner and layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrunedConditioner {
+    /// Identity (b = 1) feature indices, ascending: the nets' inputs.
+    pub identity: Vec<usize>,
+    /// Transformed (b = 0) feature indices, ascending.
+    pub transformed: Vec<usize>,
+    /// The nets; their outputs tile the normalised region.
+    pub nets: Vec<PrunedNet>,
+}
+
+/// One conditioner MLP after pruning: the first Linear has only the identity-feature input
+/// columns, the last only the used output rows, in the order they are written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrunedNet {
+    /// Pruned Linear layers (same activation and output function as the original MLP).
+    pub linears: Vec<Linear>,
+    /// Hidden activation.
+    pub activation: Activation,
+    /// Output function of the last Linear.
+    pub output: OutputFn,
+    /// Where output 0 goes in the normalised region `[shifts, scale inputs]`.
+    pub region_offset: usize,
+}
+
+impl Coupling {
+    /// The mask-pruned conditioner (see [`PrunedConditioner`]).
+    pub fn pruned_conditioner(&self) -> PrunedConditioner {
+        let identity = self.identity_features();
+        let transformed = self.transformed_features();
+        let d_tr = transformed.len();
+        let all = |n: usize| (0..n).collect::<Vec<_>>();
+        let nets = match &self.conditioner {
+            Conditioner::MaskedSt { s, t } => vec![
+                PrunedNet::new(t, &identity, &transformed, 0),
+                PrunedNet::new(s, &identity, &transformed, d_tr),
+            ],
+            Conditioner::Shared { st, layout } => {
+                let rows = match layout {
+                    Layout::ShiftScale => all(2 * d_tr),
+                    Layout::Interleaved => (0..d_tr).map(|k| 2 * k).chain((0..d_tr).map(|k| 2 * k + 1)).collect(),
+                };
+                vec![PrunedNet::new(st, &all(identity.len()), &rows, 0)]
+            }
+        };
+        PrunedConditioner { identity, transformed, nets }
+    }
+}
+
+impl PrunedNet {
+    /// Keeps input columns `cols` of the first Linear and output rows `rows` of the last.
+    fn new(mlp: &Mlp, cols: &[usize], rows: &[usize], region_offset: usize) -> Self {
+        let last = mlp.linears.len() - 1;
+        let linears = mlp
+            .linears
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                let c: Vec<usize> = if k == 0 { cols.to_vec() } else { (0..l.inputs).collect() };
+                let r: Vec<usize> = if k == last { rows.to_vec() } else { (0..l.outputs).collect() };
+                Linear {
+                    inputs: c.len(),
+                    outputs: r.len(),
+                    weight: r.iter().flat_map(|&o| c.iter().map(move |&i| l.weight[o * l.inputs + i])).collect(),
+                    bias: r.iter().map(|&o| l.bias[o]).collect(),
+                }
+            })
+            .collect();
+        PrunedNet { linears, activation: mlp.activation, output: mlp.output, region_offset }
+    }
+}
+
 impl Layer {
     /// Short kind name as in the file format.
     pub fn kind(&self) -> &'static str {

@@ -9,7 +9,7 @@
 //! so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
 
-use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn};
+use crate::model::{Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, PrunedNet, ScaleFn};
 
 /// The shader, loaded at build time.
 pub const TEMPLATE: &str = include_str!("../../shaders/flow.wgsl");
@@ -103,8 +103,8 @@ impl Packer {
     }
 
     fn coupling(&mut self, c: &Coupling) {
-        let id = c.identity_features();
-        let tr = c.transformed_features();
+        let pruned = c.pruned_conditioner();
+        let (id, tr) = (&pruned.identity, &pruned.transformed);
         let d_tr = tr.len();
         let (scale_kind, scale_off) = match &c.scale {
             ScaleFn::Exp => (0, 0),
@@ -112,31 +112,28 @@ impl Packer {
             ScaleFn::Sigmoid { offset, eps } => (2, self.push([*offset, *eps])),
             ScaleFn::SoftClampExp { bound } => (3, self.push([*bound])),
         };
-        let all = |n: usize| (0..n).collect::<Vec<_>>();
-        // (net, input columns kept, output rows kept, where its outputs go in the st region)
-        let nets: Vec<(&Mlp, Vec<usize>, Vec<usize>, usize)> = match &c.conditioner {
-            Conditioner::MaskedSt { s, t } => vec![(t, id.clone(), tr.clone(), 0), (s, id.clone(), tr.clone(), d_tr)],
-            Conditioner::Shared { st, layout } => {
-                let rows = match layout {
-                    Layout::ShiftScale => all(2 * d_tr),
-                    Layout::Interleaved => (0..d_tr).map(|k| 2 * k).chain((0..d_tr).map(|k| 2 * k + 1)).collect(),
-                };
-                vec![(st, all(id.len()), rows, 0)]
-            }
-        };
         let feat_at = self.plan.len() as u32 + 8;
-        let header = [0, stored_to_latent(c.direction), scale_kind, scale_off, id.len() as u32, d_tr as u32, nets.len() as u32, feat_at];
+        let header = [
+            0,
+            stored_to_latent(c.direction),
+            scale_kind,
+            scale_off,
+            id.len() as u32,
+            d_tr as u32,
+            pruned.nets.len() as u32,
+            feat_at,
+        ];
         self.plan.extend(header);
-        self.plan.extend(id.iter().chain(&tr).map(|&f| f as u32));
+        self.plan.extend(id.iter().chain(tr).map(|&f| f as u32));
         self.width = self.width.max(pad(id.len()));
-        self.loop_iterations += (pad(id.len()) + d_tr) as u64 + nets.len() as u64;
-        for (mlp, cols, rows, st_off) in nets {
-            self.net(mlp, &cols, &rows, st_off);
+        self.loop_iterations += (pad(id.len()) + d_tr) as u64 + pruned.nets.len() as u64;
+        for net in &pruned.nets {
+            self.net(net);
         }
     }
 
-    fn net(&mut self, mlp: &Mlp, cols: &[usize], rows: &[usize], st_off: usize) {
-        let (act, slope) = match mlp.activation {
+    fn net(&mut self, net: &PrunedNet) {
+        let (act, slope) = match net.activation {
             Activation::Relu => (0, 0.0),
             Activation::LeakyRelu { negative_slope } => (1, negative_slope as f32),
             Activation::Tanh => (2, 0.0),
@@ -144,33 +141,33 @@ impl Packer {
             Activation::Silu => (4, 0.0),
             Activation::Gelu => (5, 0.0),
         };
-        let n = mlp.linears.len();
-        self.plan.extend([n as u32, act, slope.to_bits(), u32::from(mlp.output == OutputFn::Tanh), st_off as u32]);
+        let n = net.linears.len();
+        let st_off = net.region_offset;
+        self.plan.extend([n as u32, act, slope.to_bits(), u32::from(net.output == OutputFn::Tanh), st_off as u32]);
         self.loop_iterations += 1 + n as u64;
-        for (k, l) in mlp.linears.iter().enumerate() {
-            let c: Vec<usize> = if k == 0 { cols.to_vec() } else { (0..l.inputs).collect() };
-            let r: Vec<usize> = if k == n - 1 { rows.to_vec() } else { (0..l.outputs).collect() };
-            let padded = pad(r.len());
-            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded }).max(pad(c.len()));
-            let (w, b) = self.pack_linear(l, &c, &r, padded);
-            self.plan.extend([pad(c.len()) as u32, padded as u32, w, b]);
+        for (k, l) in net.linears.iter().enumerate() {
+            let padded = pad(l.outputs);
+            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded }).max(pad(l.inputs));
+            let (w, b) = self.pack_linear(l, padded);
+            self.plan.extend([pad(l.inputs) as u32, padded as u32, w, b]);
             let blocks = (padded / BLOCK) as u64;
-            self.loop_iterations += blocks * (1 + (pad(c.len()) / BLOCK) as u64);
+            self.loop_iterations += blocks * (1 + (pad(l.inputs) / BLOCK) as u64);
         }
     }
 
-    /// Packs a Linear keeping input columns `cols` and output rows `rows`, transposed
-    /// (weight of input i, output o at `w + i·padded + o`), inputs and outputs zero-padded
-    /// to multiples of BLOCK.
-    fn pack_linear(&mut self, l: &Linear, cols: &[usize], rows: &[usize], padded: usize) -> (u32, u32) {
-        let row_of = |f: &dyn Fn(usize) -> f64| -> Vec<f64> { (0..padded).map(|k| rows.get(k).map_or(0.0, |&o| f(o))).collect() };
-        let mut w_vals = Vec::with_capacity(pad(cols.len()) * padded);
-        for &i in cols {
-            w_vals.extend(row_of(&|o| l.weight[o * l.inputs + i]));
+    /// Packs a (pruned) Linear transposed (weight of input i, output o at `w + i·padded + o`),
+    /// inputs and outputs zero-padded to multiples of BLOCK.
+    fn pack_linear(&mut self, l: &Linear, padded: usize) -> (u32, u32) {
+        let mut w_vals = vec![0.0; pad(l.inputs) * padded];
+        for o in 0..l.outputs {
+            for i in 0..l.inputs {
+                w_vals[i * padded + o] = l.weight[o * l.inputs + i];
+            }
         }
-        w_vals.resize(pad(cols.len()) * padded, 0.0);
         let w = self.push(w_vals);
-        let b = self.push(row_of(&|o| l.bias[o]));
+        let mut bias = l.bias.clone();
+        bias.resize(padded, 0.0);
+        let b = self.push(bias);
         (w, b)
     }
 }
