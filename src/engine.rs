@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::gpu::{self, GpuEngine, GpuOptions};
 use crate::model::Flow;
+use crate::native::NativeEngine;
 use crate::reference;
 use crate::split::SplitEngine;
 
@@ -84,6 +85,8 @@ impl LogLikelihoodSum {
 pub enum Device {
     /// The float64 CPU reference.
     Cpu,
+    /// The native float32 SIMD engine on the CPU.
+    Native,
     /// The best available device.
     Auto,
     /// The best GPU adapter, or adapter number N from `realnvp devices`.
@@ -98,12 +101,13 @@ impl FromStr for Device {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "cpu" => Ok(Device::Cpu),
+            "native" => Ok(Device::Native),
             "auto" => Ok(Device::Auto),
             "gpu" => Ok(Device::Gpu(None)),
             "all" => Ok(Device::All),
             _ => match s.strip_prefix("gpu:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(Device::Gpu(Some(n))),
-                _ => Err(Error::Argument(format!("unknown device {s:?}; use cpu, auto, gpu, gpu:N or all"))),
+                _ => Err(Error::Argument(format!("unknown device {s:?}; use cpu, native, auto, gpu, gpu:N or all"))),
             },
         }
     }
@@ -113,6 +117,7 @@ impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => write!(f, "cpu"),
+            Device::Native => write!(f, "native"),
             Device::Auto => write!(f, "auto"),
             Device::Gpu(None) => write!(f, "gpu"),
             Device::Gpu(Some(n)) => write!(f, "gpu:{n}"),
@@ -123,8 +128,9 @@ impl fmt::Display for Device {
 
 /// Opens an engine for `flow` on `device`:
 /// - `cpu`: the float64 reference;
-/// - `auto`: the best hardware adapter, else a CPU-type adapter (lavapipe/llvmpipe), else the
-///   reference;
+/// - `native`: the float32 SIMD engine on the CPU;
+/// - `auto`: the best hardware GPU adapter, else the native engine (CPU-emulated adapters
+///   such as lavapipe run the WGSL kernels several times slower than native code);
 /// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
 ///   `realnvp devices`;
 /// - `all`: every adapter, batches split between them in proportion to their speed.
@@ -132,12 +138,16 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
     let adapters = || gpu::adapters(&gpu::instance());
     match device {
         Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
+        Device::Native => Ok(Box::new(NativeEngine::new(flow))),
         Device::Auto | Device::Gpu(None) => {
             let mut adapters = adapters();
             adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
             match adapters.first() {
+                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
+                    Ok(Box::new(NativeEngine::new(flow)))
+                }
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
-                None if *device == Device::Auto => Ok(Box::new(CpuReference::new(flow))),
+                None if *device == Device::Auto => Ok(Box::new(NativeEngine::new(flow))),
                 None => Err(no_adapter()),
             }
         }
@@ -164,7 +174,7 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
 
 fn no_adapter() -> Error {
     Error::Gpu(
-        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device cpu)".into(),
+        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device native)".into(),
     )
 }
 
@@ -180,7 +190,8 @@ impl CpuReference {
     }
 }
 
-fn check_rows(flow: &Flow, input: &[f64], n: usize) -> Result<()> {
+/// Checks that `input` holds `n` rows of `flow.dim` values.
+pub(crate) fn check_rows(flow: &Flow, input: &[f64], n: usize) -> Result<()> {
     if input.len() != n * flow.dim {
         return Err(Error::Argument(format!(
             "input holds {} values but {n} rows of D = {} need {}",

@@ -8,6 +8,7 @@
 //! - [`reference`]: the float64 CPU reference, the ground truth.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait every device implements, and device selection.
 //! - [`gpu`]: the fused WGSL engine on any wgpu adapter.
+//! - [`native`]: the fused float32 SIMD engine on the CPU (`--device native`).
 //! - [`split`]: one batch split across several engines (`--device all`).
 //! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory.
 //! - [`npy`]: chunked `.npy` reading and atomic writing.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod format;
 pub mod gpu;
 pub mod model;
+pub mod native;
 pub mod npy;
 pub mod pipeline;
 pub mod random;

@@ -25,8 +25,9 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Common {
-    /// Device: auto (best GPU, else a CPU-type adapter, else the reference), cpu (float64
-    /// reference), gpu (best adapter), gpu:N (see `realnvp devices`), all (every adapter).
+    /// Device: auto (best hardware GPU, else native), native (float32 SIMD CPU engine), cpu
+    /// (float64 reference), gpu (best adapter, lavapipe included), gpu:N (see `realnvp
+    /// devices`), all (every adapter).
     #[arg(long, default_value = "auto")]
     device: Device,
     /// Write outputs as float64 instead of float32.

@@ -13,6 +13,7 @@ use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
 use realnvp::verify::{verify, FLOAT32_TOLERANCE};
 
 mod common;
+use common::agreement;
 
 fn best_adapter() -> Option<wgpu::Adapter> {
     let mut adapters = gpu::adapters(&gpu::instance());
@@ -32,13 +33,13 @@ fn engine(flow: &Flow, chunk_rows: usize) -> Option<GpuEngine> {
     Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &GpuOptions { chunk_rows }).expect("GPU engine"))
 }
 
-/// (D, depth, max hidden width) covering D 1–64, depths 1–12, widths up to 256.
-const CASES: [(usize, usize, usize); 9] =
-    [(1, 3, 8), (2, 12, 16), (3, 7, 32), (4, 6, 64), (5, 10, 24), (8, 9, 48), (16, 5, 96), (33, 4, 128), (64, 3, 256)];
+fn open(flow: &Flow, chunk_rows: usize) -> Option<Box<dyn Engine>> {
+    engine(flow, chunk_rows).map(|e| Box::new(e) as Box<dyn Engine>)
+}
 
 #[test]
 fn naga_validates_every_generated_variant() {
-    let mut flows: Vec<Flow> = CASES.iter().zip(common::seeds(9)).map(|(&(d, depth, h), s)| random_mixed_flow(d, depth, h, s)).collect();
+    let mut flows: Vec<Flow> = agreement::CASES.iter().zip(common::seeds(9)).map(|(&(d, depth, h), s)| random_mixed_flow(d, depth, h, s)).collect();
     flows.push(init_flow(&InitSpec::seed4d(6), 1).unwrap());
     for flow in flows {
         let source = kernel::generate(&flow);
@@ -51,96 +52,27 @@ fn naga_validates_every_generated_variant() {
 
 #[test]
 fn gpu_matches_reference_on_random_models() {
-    for (&(d, depth, hidden), seed) in CASES.iter().zip(common::seeds(9)) {
-        let flow = random_mixed_flow(d, depth, hidden, seed);
-        let Some(engine) = engine(&flow, 256) else { return };
-        // N = 1, a non-multiple of the workgroup size, and several 256-row chunks
-        for n in [1, 700] {
-            let x = common::gaussian_rows(n, d, seed + 1);
-            let report = verify(&engine, &x).unwrap();
-            assert!(report.passed(), "D = {d}, depth {depth}, hidden ≤ {hidden}, seed {seed}, N = {n}:\n{report}");
-        }
-    }
+    agreement::matches_reference_on_random_models(&open);
 }
 
 #[test]
 fn init_models_pass_verify() {
-    for (d, hidden) in [(4, vec![32, 32]), (16, vec![64, 64]), (64, vec![256, 256])] {
-        let spec = InitSpec { dim: d, layers: 8, hidden, ..InitSpec::seed4d(8) };
-        let flow = init_flow(&spec, d as u64).unwrap();
-        let Some(engine) = engine(&flow, 0) else { return };
-        let x = common::gaussian_rows(if d == 64 { 600 } else { 3000 }, d, 5);
-        let report = verify(&engine, &x).unwrap();
-        assert!(report.passed(), "init model D = {d}:\n{report}");
-    }
+    agreement::init_models_pass_verify(&open);
 }
 
 #[test]
 fn inverse_of_forward_on_gpu_is_identity() {
-    let flow = random_mixed_flow(6, 8, 32, 77);
-    let Some(engine) = engine(&flow, 256) else { return };
-    let n = 1000;
-    let x: Vec<f64> = common::gaussian_rows(n, 6, 3).iter().map(|&v| f64::from(v as f32)).collect();
-    let (mut z, mut ld) = (vec![0.0; n * 6], vec![0.0; n]);
-    engine.forward_to_latent(&x, &mut z, &mut ld).unwrap();
-    let (mut back, mut ld_inv) = (vec![0.0; n * 6], vec![0.0; n]);
-    engine.inverse_to_data(&z, &mut back, &mut ld_inv).unwrap();
-    for (a, b) in x.iter().zip(&back) {
-        assert!((a - b).abs() / (1.0 + a.abs()) < FLOAT32_TOLERANCE, "x = {a}, gpu inverse(forward(x)) = {b}");
-    }
-    for (a, b) in ld.iter().zip(&ld_inv) {
-        assert!((a + b).abs() / (1.0 + a.abs()) < FLOAT32_TOLERANCE);
-    }
-}
-
-fn gpu_sum(flow: &Flow, x: &[f64], chunk_rows: usize, piece_rows: usize) -> Option<(Vec<f64>, LogLikelihoodSum)> {
-    let engine = engine(flow, chunk_rows)?;
-    let d = flow.dim;
-    let n = x.len() / d;
-    let mut logp = vec![0.0; n];
-    let mut sum = LogLikelihoodSum::default();
-    for start in (0..n).step_by(piece_rows) {
-        let end = (start + piece_rows).min(n);
-        engine.log_prob(&x[start * d..end * d], &mut logp[start..end], &mut sum).unwrap();
-    }
-    Some((logp, sum))
+    agreement::inverse_of_forward_is_identity(&open);
 }
 
 #[test]
 fn batch_mean_does_not_depend_on_chunk_size() {
-    let flow = random_mixed_flow(5, 6, 32, 11);
-    let x = common::gaussian_rows(3000, 5, 4);
-    let Some((logp_a, a)) = gpu_sum(&flow, &x, 256, 3000) else { return };
-    let (logp_b, b) = gpu_sum(&flow, &x, 768, 512).unwrap();
-    let (logp_c, c) = gpu_sum(&flow, &x, 0, 1024).unwrap();
-    assert_eq!(a, b, "dispatch chunks of 256 vs 768 rows and host pieces of 512");
-    assert_eq!(a, c, "default chunking");
-    assert_eq!(a.mean().to_bits(), b.mean().to_bits());
-    assert_eq!(logp_a, logp_b);
-    assert_eq!(logp_a, logp_c);
-    assert_eq!(a.rows, 3000);
+    agreement::batch_mean_does_not_depend_on_chunk_size(&open);
 }
 
 #[test]
 fn nan_rows_are_isolated_on_gpu() {
-    let flow = random_mixed_flow(4, 6, 16, 21);
-    let clean = common::gaussian_rows(600, 4, 8);
-    let mut dirty = clean.clone();
-    dirty[10 * 4 + 2] = f64::NAN;
-    dirty[300 * 4] = f64::INFINITY;
-    let Some((lp_clean, _)) = gpu_sum(&flow, &clean, 256, 600) else { return };
-    let (lp_dirty, sum) = gpu_sum(&flow, &dirty, 256, 600).unwrap();
-    assert!(lp_dirty[10].is_nan() && lp_dirty[300].is_nan());
-    for r in (0..600).filter(|&r| r != 10 && r != 300) {
-        assert_eq!(lp_dirty[r].to_bits(), lp_clean[r].to_bits(), "row {r} changed");
-    }
-    assert_eq!(sum.finite_rows, 598);
-    assert_eq!(sum.rows, 600);
-    let expected: f64 = lp_clean.iter().enumerate().filter(|(r, _)| *r != 10 && *r != 300).map(|(_, v)| v).sum::<f64>() / 598.0;
-    assert!((sum.mean() - expected).abs() < 1e-5 * expected.abs(), "finite-row mean {} vs {expected}", sum.mean());
-    let (mut z, mut ld) = (vec![0.0; 2400], vec![0.0; 600]);
-    engine(&flow, 256).unwrap().forward_to_latent(&dirty, &mut z, &mut ld).unwrap();
-    assert!(ld[10].is_nan() && z[40..44].iter().all(|v| v.is_nan()) && z[44..48].iter().all(|v| v.is_finite()));
+    agreement::nan_rows_are_isolated(&open);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agreement;
+
 use realnvp::model::Flow;
 use realnvp::reference;
 

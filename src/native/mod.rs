@@ -1,0 +1,419 @@
+//! The native float32 CPU engine (`--device native`): the whole flow fused per tile of
+//! [`TILE_ROWS`] rows held in cache, feature-major, mask-pruned like the GPU kernel, tiles in
+//! parallel with rayon.
+//!
+//! Data flow for one tile: transpose the float64 rows `[rows, D]` into a float32
+//! feature-major tile `[D][rows]` (rows with NaN/±Inf are zeroed and flagged) → per layer:
+//! gather the identity features, run each conditioner net as matrix products (`gemm` crate,
+//! runtime-dispatched AVX-512/AVX2/NEON kernels) plus fused bias+activation passes
+//! ([`kernels`]), then the affine update of the transformed features and the log-det → the
+//! base density → transpose back to float64 rows, NaN for flagged rows.
+
+pub mod kernels;
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::engine::{check_rows, Engine, LogLikelihoodSum};
+use crate::error::Result;
+use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, ScaleFn};
+use kernels::LogScale;
+
+/// Rows per tile: one tile's activations stay in L1/L2 (32×256 floats = 32 KiB).
+pub const TILE_ROWS: usize = 256;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// The native float32 engine for one flow.
+pub struct NativeEngine {
+    flow: Arc<Flow>,
+    plan: Plan,
+}
+
+/// The flow converted for the native engine: float32 parameters, pruned nets.
+struct Plan {
+    dim: usize,
+    steps: Vec<Step>,
+    /// Base as (loc, 1/scale, Σ log scale) per feature; N(0, I) is (0, 1, 0).
+    base: (Vec<f32>, Vec<f32>, f64),
+    /// Widest hidden layer, widest identity set, widest conditioner output region.
+    widths: Widths,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Widths {
+    hidden: usize,
+    identity: usize,
+    region: usize,
+}
+
+enum Step {
+    Coupling {
+        identity: Vec<usize>,
+        transformed: Vec<usize>,
+        stored_to_latent: bool,
+        scale: LogScale,
+        nets: Vec<Net>,
+    },
+    Affine {
+        stored_to_latent: bool,
+        log_scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Permutation {
+        perm: Vec<usize>,
+    },
+}
+
+struct Net {
+    /// (weight row-major [out, in], bias [out]) per Linear.
+    linears: Vec<(Dense, Vec<f32>)>,
+    activation: kernels::Activation,
+    output_tanh: bool,
+    region_offset: usize,
+}
+
+struct Dense {
+    inputs: usize,
+    outputs: usize,
+    weight: Vec<f32>,
+}
+
+/// Which pass a tile runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    ToLatent,
+    ToData,
+    LogProb,
+}
+
+impl NativeEngine {
+    /// Converts a validated flow to float32 and plans its pruned nets.
+    pub fn new(flow: Arc<Flow>) -> Self {
+        let plan = Plan::new(&flow);
+        NativeEngine { flow, plan }
+    }
+
+    /// Runs `pass` over `[n, D]` rows: `out` `[n, D]` (may be empty for log p) and per-row
+    /// scalars `[n]` (log-det, or log p).
+    fn run(&self, pass: Pass, input: &[f64], out: &mut [f64], scalar: &mut [f64]) {
+        let d = self.plan.dim;
+        let tiles = scalar.len().div_ceil(TILE_ROWS);
+        let outs: Vec<&mut [f64]> = if out.is_empty() {
+            (0..tiles).map(|_| <&mut [f64]>::default()).collect()
+        } else {
+            out.chunks_mut(TILE_ROWS * d).collect()
+        };
+        input
+            .par_chunks(TILE_ROWS * d)
+            .zip(outs)
+            .zip(scalar.par_chunks_mut(TILE_ROWS))
+            .for_each_init(
+                || Workspace::new(&self.plan),
+                |ws, ((x, o), s)| ws.run_tile(&self.plan, pass, x, o, s),
+            );
+    }
+}
+
+impl Engine for NativeEngine {
+    fn name(&self) -> String {
+        format!("native (float32 CPU, {} threads)", rayon::current_num_threads())
+    }
+
+    fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
+    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()> {
+        check_rows(&self.flow, x, logdet.len())?;
+        check_rows(&self.flow, z, logdet.len())?;
+        self.run(Pass::ToLatent, x, z, logdet);
+        Ok(())
+    }
+
+    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()> {
+        check_rows(&self.flow, z, logdet.len())?;
+        check_rows(&self.flow, x, logdet.len())?;
+        self.run(Pass::ToData, z, x, logdet);
+        Ok(())
+    }
+
+    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
+        check_rows(&self.flow, x, logp.len())?;
+        self.run(Pass::LogProb, x, &mut [], logp);
+        sum.add_rows(logp);
+        Ok(())
+    }
+}
+
+impl Plan {
+    fn new(flow: &Flow) -> Self {
+        let mut widths = Widths::default();
+        let steps = flow.layers.iter().map(|l| Step::new(l, &mut widths)).collect();
+        let base = match &flow.base {
+            Base::StandardNormal => (vec![0.0; flow.dim], vec![1.0; flow.dim], 0.0),
+            Base::DiagonalNormal { loc, log_scale } => {
+                (f32s(loc), log_scale.iter().map(|s| (-s).exp() as f32).collect(), log_scale.iter().sum())
+            }
+        };
+        Plan { dim: flow.dim, steps, base, widths }
+    }
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+impl Step {
+    fn new(layer: &Layer, widths: &mut Widths) -> Self {
+        match layer {
+            Layer::Coupling(c) => Step::coupling(c, widths),
+            Layer::ElementwiseAffine { direction, log_scale, shift } => Step::Affine {
+                stored_to_latent: *direction == Direction::DataToLatent,
+                log_scale: f32s(log_scale),
+                shift: f32s(shift),
+            },
+            Layer::Permutation { perm } => Step::Permutation { perm: perm.clone() },
+        }
+    }
+
+    fn coupling(c: &Coupling, widths: &mut Widths) -> Self {
+        let pruned = c.pruned_conditioner();
+        let scale = match &c.scale {
+            ScaleFn::Exp => LogScale::Exp,
+            ScaleFn::TanhExp { alpha } => LogScale::TanhExp(pruned.transformed.iter().map(|&f| alpha[f] as f32).collect()),
+            ScaleFn::Sigmoid { offset, eps } => LogScale::Sigmoid { offset: *offset as f32, eps: *eps as f32 },
+            ScaleFn::SoftClampExp { bound } => LogScale::SoftClampExp(*bound as f32),
+        };
+        widths.identity = widths.identity.max(pruned.identity.len());
+        widths.region = widths.region.max(2 * pruned.transformed.len());
+        let nets = pruned.nets.iter().map(|n| Net::new(n, widths)).collect();
+        Step::Coupling {
+            identity: pruned.identity,
+            transformed: pruned.transformed,
+            stored_to_latent: c.direction == Direction::DataToLatent,
+            scale,
+            nets,
+        }
+    }
+}
+
+impl Net {
+    fn new(net: &model::PrunedNet, widths: &mut Widths) -> Self {
+        let last = net.linears.len() - 1;
+        for l in &net.linears[..last] {
+            widths.hidden = widths.hidden.max(l.outputs);
+        }
+        let activation = match net.activation {
+            model::Activation::Relu => kernels::Activation::Relu,
+            model::Activation::LeakyRelu { negative_slope } => kernels::Activation::LeakyRelu(negative_slope as f32),
+            model::Activation::Tanh => kernels::Activation::Tanh,
+            model::Activation::Elu => kernels::Activation::Elu,
+            model::Activation::Silu => kernels::Activation::Silu,
+            model::Activation::Gelu => kernels::Activation::Gelu,
+        };
+        let dense = |l: &Linear| (Dense { inputs: l.inputs, outputs: l.outputs, weight: f32s(&l.weight) }, f32s(&l.bias));
+        Net {
+            linears: net.linears.iter().map(dense).collect(),
+            activation,
+            output_tanh: net.output == OutputFn::Tanh,
+            region_offset: net.region_offset,
+        }
+    }
+}
+
+/// One thread's scratch: all buffers are feature-major with a stride of `rows`.
+struct Workspace {
+    /// The tile being transformed, `[D][rows]`.
+    v: Vec<f32>,
+    /// Permutation scratch, `[D][rows]`.
+    swap: Vec<f32>,
+    /// Gathered identity features, `[d_id][rows]`.
+    cond_in: Vec<f32>,
+    /// Hidden activations, ping-pong, `[width][rows]`.
+    hidden: [Vec<f32>; 2],
+    /// Conditioner outputs `[shifts (d_tr); log f (d_tr)][rows]`.
+    region: Vec<f32>,
+    /// Running log-det per row (nats).
+    logdet: Vec<f32>,
+    /// Rows whose input was not finite.
+    bad: Vec<bool>,
+}
+
+impl Workspace {
+    fn new(plan: &Plan) -> Self {
+        let tile = |width: usize| vec![0.0f32; width.max(1) * TILE_ROWS];
+        Workspace {
+            v: tile(plan.dim),
+            swap: tile(plan.dim),
+            cond_in: tile(plan.widths.identity),
+            hidden: [tile(plan.widths.hidden), tile(plan.widths.hidden)],
+            region: tile(plan.widths.region),
+            logdet: vec![0.0; TILE_ROWS],
+            bad: vec![false; TILE_ROWS],
+        }
+    }
+
+    /// Runs one tile: `input` `[rows, D]` → `out` `[rows, D]` (unless log p) and `scalar` `[rows]`.
+    fn run_tile(&mut self, plan: &Plan, pass: Pass, input: &[f64], out: &mut [f64], scalar: &mut [f64]) {
+        let rows = scalar.len();
+        self.load(input, plan.dim, rows);
+        self.logdet[..rows].fill(0.0);
+        if pass == Pass::ToData {
+            for step in plan.steps.iter().rev() {
+                self.step(step, rows, false);
+            }
+        } else {
+            for step in &plan.steps {
+                self.step(step, rows, true);
+            }
+        }
+        if pass == Pass::LogProb {
+            self.log_prob(plan, rows, scalar);
+        } else {
+            self.store(plan.dim, rows, out, scalar);
+        }
+    }
+
+    /// Transposes `[rows, D]` float64 into `v` `[D][rows]` float32, zeroing non-finite rows.
+    fn load(&mut self, input: &[f64], d: usize, rows: usize) {
+        for (r, x) in input.chunks_exact(d).enumerate() {
+            let bad = x.iter().any(|v| !v.is_finite());
+            self.bad[r] = bad;
+            for (i, &value) in x.iter().enumerate() {
+                self.v[i * rows + r] = if bad { 0.0 } else { value as f32 };
+            }
+        }
+    }
+
+    /// Transposes `v` back into float64 rows and copies the log-det; flagged rows get NaN.
+    fn store(&self, d: usize, rows: usize, out: &mut [f64], logdet: &mut [f64]) {
+        for (r, (o, ld)) in out.chunks_exact_mut(d).zip(logdet.iter_mut()).enumerate() {
+            if self.bad[r] {
+                o.fill(f64::NAN);
+                *ld = f64::NAN;
+                continue;
+            }
+            for (i, value) in o.iter_mut().enumerate() {
+                *value = self.v[i * rows + r] as f64;
+            }
+            *ld = self.logdet[r] as f64;
+        }
+    }
+
+    /// log p = log base(z) + log-det, NaN for flagged rows.
+    fn log_prob(&mut self, plan: &Plan, rows: usize, logp: &mut [f64]) {
+        let d = plan.dim;
+        let quad = &mut self.swap[..rows];
+        quad.fill(0.0);
+        let (loc, inv_scale, log_scales) = &plan.base;
+        kernels::add_squares(&self.v[..d * rows], rows, loc, inv_scale, quad);
+        let constant = -log_scales - 0.5 * d as f64 * LN_2PI;
+        for r in 0..rows {
+            logp[r] = if self.bad[r] { f64::NAN } else { -0.5 * quad[r] as f64 + constant + self.logdet[r] as f64 };
+        }
+    }
+
+    fn step(&mut self, step: &Step, rows: usize, to_latent: bool) {
+        match step {
+            Step::Coupling { identity, transformed, stored_to_latent, scale, nets } => {
+                for (j, &f) in identity.iter().enumerate() {
+                    self.cond_in[j * rows..(j + 1) * rows].copy_from_slice(&self.v[f * rows..(f + 1) * rows]);
+                }
+                for net in nets {
+                    self.net(net, rows);
+                }
+                let d_tr = transformed.len();
+                let (shifts, log_f) = self.region[..2 * d_tr * rows].split_at_mut(d_tr * rows);
+                kernels::log_scale(log_f, rows, scale);
+                let apply_stored = *stored_to_latent == to_latent;
+                for (k, &f) in transformed.iter().enumerate() {
+                    kernels::affine_rows(
+                        &mut self.v[f * rows..(f + 1) * rows],
+                        &log_f[k * rows..(k + 1) * rows],
+                        &shifts[k * rows..(k + 1) * rows],
+                        &mut self.logdet[..rows],
+                        apply_stored,
+                    );
+                }
+            }
+            Step::Affine { stored_to_latent, log_scale, shift } => {
+                let apply_stored = *stored_to_latent == to_latent;
+                for (f, (&ls, &sh)) in log_scale.iter().zip(shift).enumerate() {
+                    let lf = &mut self.swap[..rows];
+                    lf.fill(ls);
+                    let t = &mut self.cond_in[..rows];
+                    t.fill(sh);
+                    kernels::affine_rows(&mut self.v[f * rows..(f + 1) * rows], lf, t, &mut self.logdet[..rows], apply_stored);
+                }
+            }
+            Step::Permutation { perm } => {
+                for (j, &p) in perm.iter().enumerate() {
+                    let (dst, src) = if to_latent { (j, p) } else { (p, j) };
+                    self.swap[dst * rows..(dst + 1) * rows].copy_from_slice(&self.v[src * rows..(src + 1) * rows]);
+                }
+                let n = perm.len() * rows;
+                self.v[..n].copy_from_slice(&self.swap[..n]);
+            }
+        }
+    }
+
+    /// Evaluates one conditioner net on `cond_in` `[d_id][rows]`, writing its outputs into
+    /// `region` at the net's offset.
+    fn net(&mut self, net: &Net, rows: usize) {
+        let last = net.linears.len() - 1;
+        let off = net.region_offset * rows;
+        let [h0, h1] = &mut self.hidden;
+        for (k, (dense, bias)) in net.linears.iter().enumerate() {
+            // Layer 0 reads the gathered inputs; then h0 and h1 alternate; the last writes the region.
+            let (src, dst): (&[f32], &mut [f32]) = match (k == 0, k == last, k % 2 == 0) {
+                (true, true, _) => (&self.cond_in, &mut self.region[off..]),
+                (true, false, _) => (&self.cond_in, h0),
+                (false, true, true) => (h1, &mut self.region[off..]),
+                (false, true, false) => (h0, &mut self.region[off..]),
+                (false, false, true) => (h1, h0),
+                (false, false, false) => (h0, h1),
+            };
+            let src = &src[..dense.inputs * rows];
+            let dst = &mut dst[..dense.outputs * rows];
+            matmul(dense, src, rows, dst);
+            if k == last {
+                kernels::bias_output(dst, rows, bias, net.output_tanh);
+            } else {
+                kernels::bias_activate(dst, rows, bias, net.activation);
+            }
+        }
+    }
+}
+
+/// `dst [out][rows] = W [out, in] · src [in][rows]`, all row-major float32.
+fn matmul(w: &Dense, src: &[f32], rows: usize, dst: &mut [f32]) {
+    assert!(w.weight.len() == w.outputs * w.inputs && src.len() >= w.inputs * rows && dst.len() >= w.outputs * rows);
+    // SAFETY: the assertion above keeps every access of this row-major product in bounds:
+    // W is outputs×inputs (row stride inputs), src inputs×rows and dst outputs×rows (row
+    // stride rows); dst does not alias the inputs (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            w.outputs,
+            rows,
+            w.inputs,
+            dst.as_mut_ptr(),
+            1,
+            rows as isize,
+            false,
+            w.weight.as_ptr(),
+            1,
+            w.inputs as isize,
+            src.as_ptr(),
+            1,
+            rows as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The native float32 CPU engine against the float64 reference: the same agreement suite as
+//! the GPU engine, same tolerances, plus the CLI path.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use realnvp::engine::Engine;
+use realnvp::model::Flow;
+use realnvp::native::NativeEngine;
+
+mod common;
+use common::agreement;
+
+fn open(flow: &Flow, _chunk_rows: usize) -> Option<Box<dyn Engine>> {
+    Some(Box::new(NativeEngine::new(Arc::new(flow.clone()))))
+}
+
+#[test]
+fn native_matches_reference_on_random_models() {
+    agreement::matches_reference_on_random_models(&open);
+}
+
+#[test]
+fn init_models_pass_verify_on_native() {
+    agreement::init_models_pass_verify(&open);
+}
+
+#[test]
+fn inverse_of_forward_on_native_is_identity() {
+    agreement::inverse_of_forward_is_identity(&open);
+}
+
+#[test]
+fn native_batch_mean_does_not_depend_on_chunk_size() {
+    agreement::batch_mean_does_not_depend_on_chunk_size(&open);
+}
+
+#[test]
+fn nan_rows_are_isolated_on_native() {
+    agreement::nan_rows_are_isolated(&open);
+}
+
+#[test]
+fn cli_verify_passes_on_native_for_init_models() {
+    let dir = common::tempdir();
+    for (dim, hidden) in [("4", "32,32"), ("16", "64,64"), ("64", "256,256")] {
+        let model = dir.path().join(format!("m{dim}.safetensors"));
+        let model = model.to_str().unwrap();
+        let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_realnvp")).args(args).output().unwrap();
+        let out = run(&["init", "--dim", dim, "--layers", "8", "--hidden", hidden, "-o", model]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&["verify", "--model", model, "-n", "5000", "--device", "native"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("PASS"), "D = {dim}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("native"), "{stdout}");
+    }
+}
