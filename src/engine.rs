@@ -143,11 +143,16 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
             let mut adapters = adapters();
             adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
             match adapters.first() {
-                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
-                    Ok(Box::new(NativeEngine::new(flow)))
-                }
+                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => Ok(Box::new(
+                    NativeEngine::new(flow).chosen_because(format!(
+                        "no hardware GPU; native code is faster than the CPU-emulated {}",
+                        a.get_info().name
+                    )),
+                )),
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
-                None if *device == Device::Auto => Ok(Box::new(NativeEngine::new(flow))),
+                None if *device == Device::Auto => {
+                    Ok(Box::new(NativeEngine::new(flow).chosen_because("no GPU adapter found")))
+                }
                 None => Err(no_adapter()),
             }
         }

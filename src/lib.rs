@@ -9,6 +9,7 @@
 //! - [`engine`]: the [`Engine`](engine::Engine) trait every device implements, and device selection.
 //! - [`gpu`]: the fused WGSL engine on any wgpu adapter.
 //! - [`native`]: the fused float32 SIMD engine on the CPU (`--device native`).
+//! - [`bench`]: timed passes per device next to the FMA ceiling (`realnvp bench`).
 //! - [`split`]: one batch split across several engines (`--device all`).
 //! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory.
 //! - [`npy`]: chunked `.npy` reading and atomic writing.
@@ -27,6 +28,7 @@
 //! assert!(logp.iter().all(|v| v.is_finite()));
 //! ```
 
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod format;

@@ -14,7 +14,8 @@ use realnvp::format::{load_flow, save_flow, TensorDtype};
 use realnvp::model::{Activation, Base, Conditioner, Direction, Flow, Layer, OutputFn, ScaleFn};
 use realnvp::npy::NpyDtype;
 use realnvp::pipeline::{sample_to_file, score_file, transform_file, StreamOptions, Transform};
-use realnvp::random::{init_flow, sample_base, InitSpec, ScaleKind};
+use realnvp::bench::{BenchOptions, Pass};
+use realnvp::random::{init_flow, reference_model, sample_base, InitSpec, ScaleKind};
 
 #[derive(Parser)]
 #[command(name = "realnvp", version, about = "Real NVP normalizing flows: bulk log-likelihood scoring, forward, inverse and sampling")]
@@ -146,6 +147,34 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: Device,
     },
+    /// Time log p, forward and inverse on each device next to its FMA ceiling: a markdown
+    /// table on stdout, JSON with --json.
+    Bench {
+        /// A model file, or a built-in reference model: seed4d, d16, d64.
+        #[arg(long, default_value = "seed4d")]
+        model: String,
+        #[arg(short = 'n', long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Comma-separated devices: all (native and every adapter), native, cpu (float64
+        /// reference), gpu (best adapter), gpu:N.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        device: Vec<String>,
+        /// Passes to time: log_prob, forward, inverse.
+        #[arg(long, value_delimiter = ',', default_value = "log_prob,forward,inverse")]
+        passes: Vec<String>,
+        /// Timed runs per pass (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// GPU rows per dispatch (0: about 8 MiB of input).
+        #[arg(long, default_value_t = 0)]
+        chunk_rows: usize,
+        /// Seconds a device may spend per pass; slower devices time fewer rows.
+        #[arg(long, default_value_t = 60.0)]
+        max_seconds: f64,
+    },
     /// List the GPU adapters (index for --device gpu:N, name, backend, type, driver, limits).
     Devices,
     /// Run a device and the float64 reference on the same rows and compare z, log-det and log p.
@@ -243,6 +272,19 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Demo { rows, device } => demo(rows, &device),
+        Command::Bench { model, rows, device, passes, repeats, json, chunk_rows, max_seconds } => {
+            let options = BenchOptions {
+                rows,
+                repeats,
+                passes: Vec::new(),
+                reference: false,
+                native: false,
+                adapters: Vec::new(),
+                gpu: GpuOptions { chunk_rows },
+                max_seconds,
+            };
+            bench(&model, &device, &passes, options, json.as_deref())
+        }
         Command::Devices => {
             let instance = realnvp::gpu::instance();
             let adapters = realnvp::gpu::adapters(&instance);
@@ -354,7 +396,7 @@ fn layer_details(layer: &Layer) -> String {
 /// The seed's 4-D flow: sample, score, check inverse∘forward, and check the device against
 /// the float64 reference.
 fn demo(rows: usize, device: &Device) -> Result<()> {
-    let flow = Arc::new(init_flow(&InitSpec::seed4d(6), 2024)?);
+    let flow = Arc::new(reference_model("seed4d").context("built-in seed4d model")?);
     let engine = open_engine(flow.clone(), device, &GpuOptions::default())?;
     println!("Real NVP demo: the seed's 4-D flow, 6 affine couplings with masks b = (1,1,0,0) / (0,0,1,1),");
     println!("s and t MLPs [4,32,32,4] (ReLU), standard normal base; {} FLOPs per row (mask-pruned).", flow.flops_per_row());
@@ -378,5 +420,46 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
         bail!("the device disagrees with the float64 reference");
     }
     println!("OK");
+    Ok(())
+}
+
+fn bench(model: &str, devices: &[String], passes: &[String], mut options: BenchOptions, json: Option<&Path>) -> Result<()> {
+    let flow = match reference_model(model) {
+        Some(flow) => flow,
+        None => load_flow(Path::new(model)).with_context(|| format!("{model} is neither a model file nor one of seed4d, d16, d64"))?,
+    };
+    options.passes = passes
+        .iter()
+        .map(|p| match p.as_str() {
+            "log_prob" => Ok(Pass::LogProb),
+            "forward" => Ok(Pass::ForwardToLatent),
+            "inverse" => Ok(Pass::InverseToData),
+            other => Err(anyhow::anyhow!("unknown pass {other:?}; use log_prob, forward, inverse")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let adapter_count = || realnvp::gpu::adapters(&realnvp::gpu::instance()).len();
+    for d in devices {
+        match d.parse::<Device>()? {
+            Device::All => {
+                options.native = true;
+                options.adapters.extend(0..adapter_count());
+            }
+            Device::Native => options.native = true,
+            Device::Cpu => options.reference = true,
+            Device::Gpu(Some(n)) => options.adapters.push(n),
+            Device::Gpu(None) | Device::Auto => {
+                let instance = realnvp::gpu::instance();
+                let adapters = realnvp::gpu::adapters(&instance);
+                let best = (0..adapters.len()).min_by_key(|&k| realnvp::gpu::adapter_rank(&adapters[k].get_info()));
+                options.adapters.push(best.ok_or_else(|| anyhow::anyhow!("no GPU adapter found"))?);
+            }
+        }
+    }
+    let report = realnvp::bench::run(Arc::new(flow), model, &options, &|line| eprintln!("{line}"));
+    println!("{}", report.markdown());
+    if let Some(path) = json {
+        realnvp::format::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

@@ -48,6 +48,36 @@ impl InitSpec {
     }
 }
 
+/// Names of the three reference models of the benchmarks.
+pub const REFERENCE_MODELS: [&str; 3] = ["seed4d", "d16", "d64"];
+
+/// A reference model by name, as `realnvp init` builds it (the seed given):
+/// - `seed4d`: D = 4, 6 couplings, s and t MLPs [4,32,32,4], ReLU (`init --dim 4 --layers 6
+///   --hidden 32,32 --seed 2024`);
+/// - `d16`: D = 16, 8 couplings, [16,64,64,16], leaky ReLU 0.01, s output tanh (`init --dim 16
+///   --layers 8 --hidden 64,64 --activation leaky_relu --s-output tanh --seed 16`);
+/// - `d64`: D = 64, 8 couplings, [64,256,256,64], ReLU (`init --dim 64 --layers 8 --hidden
+///   256,256 --seed 64`).
+pub fn reference_model(name: &str) -> Option<Flow> {
+    let (spec, seed) = match name {
+        "seed4d" => (InitSpec::seed4d(6), 2024),
+        "d16" => (
+            InitSpec {
+                dim: 16,
+                layers: 8,
+                hidden: vec![64, 64],
+                activation: Activation::LeakyRelu { negative_slope: 0.01 },
+                s_output: OutputFn::Tanh,
+                ..InitSpec::seed4d(8)
+            },
+            16,
+        ),
+        "d64" => (InitSpec { dim: 64, layers: 8, hidden: vec![256, 256], ..InitSpec::seed4d(8) }, 64),
+        _ => return None,
+    };
+    init_flow(&spec, seed).ok()
+}
+
 /// Builds a random `init` model from `spec`, reproducibly from `seed`.
 pub fn init_flow(spec: &InitSpec, seed: u64) -> Result<Flow> {
     if spec.dim < 2 {

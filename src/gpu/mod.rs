@@ -6,6 +6,7 @@
 //! while the next chunk computes, map the previous chunk's results, convert to float64 and add
 //! its per-workgroup partial sums into the running reduction in chunk order.
 
+pub mod fma;
 pub mod kernel;
 
 use std::collections::VecDeque;
@@ -108,6 +109,8 @@ struct Slot {
     readback: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     staging: Vec<f32>,
+    /// Begin/end timestamps of the chunk's dispatch, where the adapter has them.
+    timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
 }
 
 /// A chunk submitted and not yet collected.
@@ -131,6 +134,19 @@ pub struct GpuEngine {
     chunk_rows: usize,
     max_groups_x: usize,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Nanoseconds per timestamp tick; None without timestamp queries.
+    tick_ns: Option<f64>,
+    /// Kernel time and dispatches since the last [`GpuEngine::take_kernel_stats`].
+    stats: Mutex<KernelStats>,
+}
+
+/// Device-side time of the fused kernels, from GPU timestamp queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KernelStats {
+    /// Seconds the dispatches ran on the device (0 without timestamp queries).
+    pub seconds: f64,
+    /// Dispatches (one per chunk: the whole flow is one fused kernel).
+    pub dispatches: u64,
 }
 
 impl GpuEngine {
@@ -154,9 +170,10 @@ impl GpuEngine {
                 kernel::LLVMPIPE_LOOP_LIMIT
             )));
         }
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("realnvp"),
-            required_features: wgpu::Features::empty(),
+            required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -202,8 +219,22 @@ impl GpuEngine {
         }
         let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
         let model = ModelBuffers { weights, plan };
-        let slots = (0..2).map(|k| create_slot(&device, &layout, &model, flow.dim, chunk_rows, max_groups_x, k)).collect();
-        Ok(GpuEngine { flow, info, device, queue, pipelines, slots: Mutex::new(slots), chunk_rows, max_groups_x, errors })
+        let slots = (0..2)
+            .map(|k| create_slot(&device, &layout, &model, flow.dim, chunk_rows, max_groups_x, k, timestamps))
+            .collect();
+        let tick_ns = timestamps.then(|| f64::from(queue.get_timestamp_period()));
+        let stats = Mutex::new(KernelStats::default());
+        Ok(GpuEngine { flow, info, device, queue, pipelines, slots: Mutex::new(slots), chunk_rows, max_groups_x, errors, tick_ns, stats })
+    }
+
+    /// True when kernel times come from GPU timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.tick_ns.is_some()
+    }
+
+    /// Kernel time and dispatch count accumulated since the last call, then reset.
+    pub fn take_kernel_stats(&self) -> KernelStats {
+        self.stats.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
     }
 
     /// The adapter's description.
@@ -270,7 +301,12 @@ impl GpuEngine {
         };
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("chunk") });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("fused flow"), timestamp_writes: None });
+            let timestamp_writes = slot.timer.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("fused flow"), timestamp_writes });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &slot.bind_group, &[]);
             pass.dispatch_workgroups(groups_x as u32, groups_y as u32, 1);
@@ -282,6 +318,10 @@ impl GpuEngine {
         encoder.copy_buffer_to_buffer(&slot.scalar, 0, &slot.readback, layout.scalar_at, layout.scalar_bytes);
         if op == Op::LogProb {
             encoder.copy_buffer_to_buffer(&slot.partials, 0, &slot.readback, layout.partials_at, layout.partials_bytes);
+        }
+        if let Some((set, resolved)) = &slot.timer {
+            encoder.resolve_query_set(set, 0..2, resolved, 0);
+            encoder.copy_buffer_to_buffer(resolved, 0, &slot.readback, layout.timer_at, 16);
         }
         let submission = self.queue.submit([encoder.finish()]);
         let (tx, rx) = mpsc::channel();
@@ -321,6 +361,9 @@ impl GpuEngine {
                 .iter_mut()
                 .zip(&floats[s..s + p.rows])
                 .for_each(|(o, &v)| *o = f64::from(v));
+            let ticks = &view[layout.timer_at as usize..layout.total() as usize];
+            let tick = |k: usize| ticks.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+            self.record_kernel_time(tick(0), tick(1));
             if let (Op::LogProb, Some(sum)) = (p.op, sum) {
                 let q = at(layout.partials_at);
                 sum.rows += p.rows as u64;
@@ -334,13 +377,27 @@ impl GpuEngine {
     }
 }
 
-/// Byte layout of a slot's readback buffer: [rows_out | scalar | partials], 256-aligned.
+impl GpuEngine {
+    /// Adds one dispatch and its begin/end timestamps (ignored without timestamp queries).
+    fn record_kernel_time(&self, begin: u64, end: u64) {
+        if let Ok(mut stats) = self.stats.lock() {
+            stats.dispatches += 1;
+            if let Some(tick_ns) = self.tick_ns {
+                stats.seconds += end.saturating_sub(begin) as f64 * tick_ns * 1e-9;
+            }
+        }
+    }
+}
+
+/// Byte layout of a slot's readback buffer: [rows_out | scalar | partials | 2 timestamps],
+/// 256-aligned.
 struct ReadbackLayout {
     rows_bytes: u64,
     scalar_at: u64,
     scalar_bytes: u64,
     partials_at: u64,
     partials_bytes: u64,
+    timer_at: u64,
 }
 
 impl ReadbackLayout {
@@ -351,11 +408,12 @@ impl ReadbackLayout {
         let scalar_bytes = (rows * 4) as u64;
         let partials_at = align(scalar_at + scalar_bytes);
         let partials_bytes = (groups * 8) as u64;
-        ReadbackLayout { rows_bytes, scalar_at, scalar_bytes, partials_at, partials_bytes }
+        let timer_at = align(partials_at + partials_bytes);
+        ReadbackLayout { rows_bytes, scalar_at, scalar_bytes, partials_at, partials_bytes, timer_at }
     }
 
     fn total(&self) -> u64 {
-        self.partials_at + self.partials_bytes
+        self.timer_at + 16
     }
 }
 
@@ -464,6 +522,7 @@ fn create_slot(
     chunk_rows: usize,
     max_groups_x: usize,
     k: usize,
+    timestamps: bool,
 ) -> Slot {
     let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
     let groups_x = groups.min(max_groups_x);
@@ -492,7 +551,11 @@ fn create_slot(
             wgpu::BindGroupEntry { binding: 6, resource: model.plan.as_entire_binding() },
         ],
     });
-    Slot { input, rows_out, scalar, partials, params, readback, bind_group, staging: Vec::with_capacity(chunk_rows * dim) }
+    let timer = timestamps.then(|| {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("kernel time"), ty: wgpu::QueryType::Timestamp, count: 2 });
+        (set, buffer(&format!("timestamps{k}"), 16, U::QUERY_RESOLVE | U::COPY_SRC))
+    });
+    Slot { input, rows_out, scalar, partials, params, readback, bind_group, staging: Vec::with_capacity(chunk_rows * dim), timer }
 }
 
 impl Engine for GpuEngine {

@@ -29,6 +29,8 @@ const LN_2PI: f64 = 1.837_877_066_409_345_5;
 pub struct NativeEngine {
     flow: Arc<Flow>,
     plan: Plan,
+    /// Why `--device auto` chose this engine, shown in its name.
+    reason: Option<String>,
 }
 
 /// The flow converted for the native engine: float32 parameters, pruned nets.
@@ -92,7 +94,13 @@ impl NativeEngine {
     /// Converts a validated flow to float32 and plans its pruned nets.
     pub fn new(flow: Arc<Flow>) -> Self {
         let plan = Plan::new(&flow);
-        NativeEngine { flow, plan }
+        NativeEngine { flow, plan, reason: None }
+    }
+
+    /// Records why device selection picked this engine; [`Engine::name`] reports it.
+    pub fn chosen_because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// Runs `pass` over `[n, D]` rows: `out` `[n, D]` (may be empty for log p) and per-row
@@ -118,7 +126,11 @@ impl NativeEngine {
 
 impl Engine for NativeEngine {
     fn name(&self) -> String {
-        format!("native (float32 CPU, {} threads)", rayon::current_num_threads())
+        let name = format!("native (float32 CPU, {} threads)", rayon::current_num_threads());
+        match &self.reason {
+            Some(reason) => format!("{name}; auto: {reason}"),
+            None => name,
+        }
     }
 
     fn flow(&self) -> &Flow {

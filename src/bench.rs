@@ -1,0 +1,338 @@
+//! `realnvp bench`: throughput of log p, data→latent and latent→data on each device, next to
+//! the device's measured FMA ceiling, as a markdown table and as JSON.
+//!
+//! For every pass: a warm-up on a few thousand rows (shader compilation, page faults), then
+//! the best of `repeats` timed runs over all rows held in memory. "End to end" is the wall
+//! time of the engine call (conversion, host↔device transfers, kernels, readback); "kernel"
+//! is the device time of the fused dispatches from GPU timestamp queries (for the native
+//! engine the two are the same run). GFLOP/s use the model's mask-pruned FLOP count.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::engine::{CpuReference, Engine, LogLikelihoodSum};
+use crate::error::Result;
+use crate::gpu::{self, GpuEngine, GpuOptions};
+use crate::model::Flow;
+use crate::native::{self, NativeEngine};
+
+/// A pass through the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pass {
+    /// log p(x), rows in and one scalar out.
+    LogProb,
+    /// Data→latent with log-det.
+    ForwardToLatent,
+    /// Latent→data with log-det.
+    InverseToData,
+}
+
+impl Pass {
+    /// All passes in table order.
+    pub const ALL: [Pass; 3] = [Pass::LogProb, Pass::ForwardToLatent, Pass::InverseToData];
+
+    /// Float32 bytes moved per row between host and device: rows in, results out.
+    fn bytes_per_row(self, dim: usize) -> usize {
+        match self {
+            Pass::LogProb => 4 * dim + 4,
+            Pass::ForwardToLatent | Pass::InverseToData => 8 * dim + 4,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Pass::LogProb => "log_prob",
+            Pass::ForwardToLatent => "forward",
+            Pass::InverseToData => "inverse",
+        }
+    }
+}
+
+/// One timed pass on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct PassResult {
+    pub pass: Pass,
+    pub rows: usize,
+    /// Wall seconds of the best run, end to end.
+    pub seconds: f64,
+    /// Rows per second end to end.
+    pub rows_per_second: f64,
+    /// Device seconds of the kernels in the same run (timestamp queries; native: = seconds).
+    pub kernel_seconds: Option<f64>,
+    /// Rows per second of the kernels alone.
+    pub kernel_rows_per_second: Option<f64>,
+    /// Mask-pruned GFLOP/s of the kernels (end to end where there is no kernel time).
+    pub gflops: f64,
+    /// `gflops` as a fraction of the device's FMA ceiling.
+    pub fraction_of_fma_ceiling: Option<f64>,
+    /// Float32 rows in + results out per end-to-end second, GB/s.
+    pub gigabytes_per_second: f64,
+    /// Kernel dispatches per chunk (GPU: one fused dispatch), and rows per chunk.
+    pub dispatches_per_chunk: Option<f64>,
+    pub chunk_rows: Option<usize>,
+}
+
+/// Every pass on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceReport {
+    /// Engine name (adapter name, backend and type for GPUs).
+    pub engine: String,
+    /// Driver name and version (GPUs).
+    pub driver: Option<String>,
+    /// Measured float32 FMA ceiling of the device, GFLOP/s.
+    pub fma_gflops: Option<f64>,
+    pub passes: Vec<PassResult>,
+    /// Why this device could not run, if it could not.
+    pub error: Option<String>,
+}
+
+/// The whole benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub dim: usize,
+    pub flops_per_row: u64,
+    pub rows: usize,
+    pub threads: usize,
+    pub devices: Vec<DeviceReport>,
+}
+
+/// What to benchmark.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub rows: usize,
+    pub repeats: usize,
+    pub passes: Vec<Pass>,
+    /// Also time the float64 reference (slow on large models).
+    pub reference: bool,
+    /// Benchmark the native engine.
+    pub native: bool,
+    /// Adapter indices (as `realnvp devices` numbers them) to benchmark.
+    pub adapters: Vec<usize>,
+    pub gpu: GpuOptions,
+    /// Seconds one device may spend on one pass: slow devices time fewer rows (reported).
+    pub max_seconds: f64,
+}
+
+/// Runs the benchmark; `progress` receives one line per finished measurement.
+pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn Fn(&str)) -> BenchReport {
+    let x = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, options.rows, &mut rand_seed());
+    let mut devices = Vec::new();
+    if options.native {
+        let fma = native_fma_gflops();
+        progress(&format!("native FMA ceiling: {fma:.1} GFLOP/s"));
+        let engine = NativeEngine::new(flow.clone());
+        devices.push(time_device(&engine, None, None, Some(fma), Some(native::TILE_ROWS), &x, options, progress));
+    }
+    let all = gpu::adapters(&gpu::instance());
+    for &k in &options.adapters {
+        let Some(adapter) = all.get(k) else {
+            devices.push(failed(format!("gpu:{k}"), format!("no adapter gpu:{k}; `realnvp devices` lists {}", all.len())));
+            continue;
+        };
+        let info = adapter.get_info();
+        let label = format!("gpu:{k} {} ({:?})", info.name, info.backend);
+        let driver = Some(format!("{} {}", info.driver, info.driver_info).trim().to_string());
+        let fma = match gpu::fma::fma_gflops(adapter) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                devices.push(failed(label, e.to_string()));
+                continue;
+            }
+        };
+        progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
+        match GpuEngine::new(flow.clone(), adapter, &options.gpu) {
+            Ok(engine) => {
+                let chunk = Some(engine.chunk_rows());
+                devices.push(time_device(&engine, Some(&engine), driver, fma, chunk, &x, options, progress))
+            }
+            Err(e) => devices.push(failed(label, e.to_string())),
+        }
+    }
+    if options.reference {
+        devices.push(time_device(&CpuReference::new(flow.clone()), None, None, None, None, &x, options, progress));
+    }
+    BenchReport {
+        model: model.to_string(),
+        dim: flow.dim,
+        flops_per_row: flow.flops_per_row(),
+        rows: options.rows,
+        threads: rayon::current_num_threads(),
+        devices,
+    }
+}
+
+fn rand_seed() -> rand_chacha::ChaCha8Rng {
+    <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(20261129)
+}
+
+fn failed(engine: String, error: String) -> DeviceReport {
+    DeviceReport { engine, driver: None, fma_gflops: None, passes: Vec::new(), error: Some(error) }
+}
+
+fn time_device(
+    engine: &dyn Engine,
+    gpu: Option<&GpuEngine>,
+    driver: Option<String>,
+    fma: Option<f64>,
+    chunk_rows: Option<usize>,
+    x: &[f64],
+    options: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> DeviceReport {
+    let mut passes = Vec::new();
+    for &pass in &options.passes {
+        match time_pass(engine, gpu, fma, pass, x, options.repeats, options.max_seconds) {
+            Ok(mut r) => {
+                r.chunk_rows = chunk_rows;
+                progress(&format!("{}: {} {:.0} rows/s", engine.name(), pass.label(), r.rows_per_second));
+                passes.push(r);
+            }
+            Err(e) => return DeviceReport { engine: engine.name(), driver, fma_gflops: fma, passes, error: Some(e.to_string()) },
+        }
+    }
+    DeviceReport { engine: engine.name(), driver, fma_gflops: fma, passes, error: None }
+}
+
+/// Times one pass: warm-up, then the best of `repeats` runs over all of `x`, or over fewer
+/// rows (and one run) when the warm-up predicts more than `max_seconds`.
+pub fn time_pass(
+    engine: &dyn Engine,
+    gpu: Option<&GpuEngine>,
+    fma: Option<f64>,
+    pass: Pass,
+    x: &[f64],
+    repeats: usize,
+    max_seconds: f64,
+) -> Result<PassResult> {
+    let flow = engine.flow();
+    let d = flow.dim;
+    let mut n = x.len() / d;
+    let mut repeats = repeats;
+    let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; n]);
+    let warm = n.min(4096);
+    let start = Instant::now();
+    call(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
+    let per_row = start.elapsed().as_secs_f64() / warm.max(1) as f64;
+    if per_row * (n * repeats) as f64 > max_seconds {
+        n = ((max_seconds / per_row) as usize).clamp(warm, n);
+        repeats = 1;
+    }
+    let (x, out, scalar) = (&x[..n * d], &mut out[..n * d], &mut scalar[..n]);
+    let mut best: Option<(f64, Option<gpu::KernelStats>)> = None;
+    for _ in 0..repeats.max(1) {
+        if let Some(g) = gpu {
+            g.take_kernel_stats();
+        }
+        let start = Instant::now();
+        call(engine, pass, x, out, scalar)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let stats = gpu.map(GpuEngine::take_kernel_stats);
+        if best.as_ref().is_none_or(|(s, _)| seconds < *s) {
+            best = Some((seconds, stats));
+        }
+    }
+    let (seconds, stats) = best.unwrap_or((f64::NAN, None));
+    let kernel_seconds = match (gpu, stats) {
+        (Some(g), Some(s)) if g.has_timestamps() => Some(s.seconds),
+        (Some(_), _) => None,
+        (None, _) => Some(seconds),
+    };
+    let flops = (n as f64) * flow.flops_per_row() as f64;
+    let gflops = flops / kernel_seconds.unwrap_or(seconds) / 1e9;
+    Ok(PassResult {
+        pass,
+        rows: n,
+        seconds,
+        rows_per_second: n as f64 / seconds,
+        kernel_seconds,
+        kernel_rows_per_second: kernel_seconds.map(|k| n as f64 / k),
+        gflops,
+        fraction_of_fma_ceiling: fma.map(|f| gflops / f),
+        gigabytes_per_second: (n * pass.bytes_per_row(d)) as f64 / seconds / 1e9,
+        dispatches_per_chunk: gpu.zip(stats).map(|(g, s)| s.dispatches as f64 / n.div_ceil(g.chunk_rows()).max(1) as f64),
+        chunk_rows: gpu.map(GpuEngine::chunk_rows),
+    })
+}
+
+fn call(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mut [f64]) -> Result<()> {
+    match pass {
+        Pass::LogProb => engine.log_prob(x, scalar, &mut LogLikelihoodSum::default()),
+        Pass::ForwardToLatent => engine.forward_to_latent(x, out, scalar),
+        Pass::InverseToData => engine.inverse_to_data(x, out, scalar),
+    }
+}
+
+/// Float32 FMA throughput of this CPU on all rayon threads, GFLOP/s (independent
+/// accumulators, best SIMD the CPU has).
+pub fn native_fma_gflops() -> f64 {
+    use rayon::prelude::*;
+    const ITERS: usize = 2_000_000;
+    let threads = rayon::current_num_threads();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let sink: f32 = (0..threads).into_par_iter().map(|t| fma_loop(ITERS, t as f32)).sum();
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        best = best.max((threads * ITERS * FMA_LANES * 2) as f64 / seconds / 1e9);
+    }
+    best
+}
+
+const FMA_LANES: usize = 128;
+
+#[multiversion::multiversion(targets = "simd")]
+fn fma_loop(iters: usize, seed: f32) -> f32 {
+    let mut acc = [0f32; FMA_LANES];
+    for (j, a) in acc.iter_mut().enumerate() {
+        *a = seed + j as f32 * 1e-3;
+    }
+    let (m, c) = (std::hint::black_box(0.9999f32), std::hint::black_box(1e-4f32));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(m, c);
+        }
+    }
+    acc.iter().sum()
+}
+
+impl BenchReport {
+    /// The markdown table printed by `realnvp bench`.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "model {} · D = {} · {} FLOP/row (mask-pruned) · {} rows · {} CPU threads\n\n",
+            self.model, self.dim, self.flops_per_row, self.rows, self.threads
+        );
+        s += "| device | FMA ceiling GFLOP/s | pass | rows | rows/s end to end | rows/s kernel | GFLOP/s | % of ceiling | GB/s | dispatches/chunk (rows/chunk) |\n";
+        s += "|---|---:|---|---:|---:|---:|---:|---:|---:|---|\n";
+        for d in &self.devices {
+            let name = match &d.driver {
+                Some(driver) => format!("{} — {driver}", d.engine),
+                None => d.engine.clone(),
+            };
+            let fma = d.fma_gflops.map_or("–".into(), |f| format!("{f:.1}"));
+            if let Some(e) = &d.error {
+                s += &format!("| {name} | {fma} | cannot run: {} | | | | | | | |\n", e.replace('|', "/"));
+            }
+            for p in &d.passes {
+                s += &format!(
+                    "| {name} | {fma} | {} | {} | {:.0} | {} | {:.1} | {} | {:.2} | {} ({}) |\n",
+                    p.pass.label(),
+                    p.rows,
+                    p.rows_per_second,
+                    p.kernel_rows_per_second.map_or("–".into(), |r| format!("{r:.0}")),
+                    p.gflops,
+                    p.fraction_of_fma_ceiling.map_or("–".into(), |f| format!("{:.0} %", 100.0 * f)),
+                    p.gigabytes_per_second,
+                    p.dispatches_per_chunk.map_or("–".into(), |k| format!("{k:.0}")),
+                    p.chunk_rows.map_or("–".into(), |c| c.to_string()),
+                );
+            }
+        }
+        s
+    }
+}
