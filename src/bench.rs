@@ -320,7 +320,7 @@ impl BenchReport {
             }
             for p in &d.passes {
                 s += &format!(
-                    "| {name} | {fma} | {} | {} | {:.0} | {} | {:.1} | {} | {:.2} | {} ({}) |\n",
+                    "| {name} | {fma} | {} | {} | {:.0} | {} | {:.1} | {} | {:.3} | {} ({}) |\n",
                     p.pass.label(),
                     p.rows,
                     p.rows_per_second,
