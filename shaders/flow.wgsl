@@ -7,7 +7,8 @@
 // the shader's size does not grow with the model, so every model compiles in about the same
 // time (code generated per layer made lavapipe's compile time grow with the square of the
 // depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
-// region width, a multiple of BLOCK), N_LAYERS and the base distribution (see kernel.rs).
+// region width, a multiple of BLOCK), N_LAYERS, the scratch layout (C_OFF, ST) and the base
+// distribution (see kernel.rs).
 //
 // Plan records (offsets are u32 indices into `plan`, parameter offsets f32 indices into
 // `weights`):
@@ -16,7 +17,10 @@
 //              feat_off: n_id identity features then n_tr transformed features
 //   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]
 //   permutation:        [2, perm_off]
-//   net:       [n_linear, act_kind, slope_bits, out_tanh, st_off, (in_padded, out_padded, w, b) × n_linear]
+//   net:       [n_steps, slope_bits, (in_padded, out_padded, w, b, src, dst, pre_kind, post_kind, accumulate) × n_steps]
+//              one step per Linear, in the order of model::PrunedNet::schedule: read buf[src..],
+//              first activating it into the C region when pre_kind ≠ 6 (residual blocks),
+//              write (or with accumulate, add to) buf[dst..], post_kind applied after the bias.
 // Linear weights are packed mask-pruned and transposed: weight (input i, output o) at
 // w + i·out_padded + o; inputs and outputs are padded with zeros to multiples of BLOCK, so
 // the matrix loops run in BLOCK×BLOCK tiles. Padded inputs read scratch entries that hold
@@ -48,11 +52,11 @@ const BLOCK: u32 = 8u;
 var<workgroup> red_sum: array<f32, WG>;
 var<workgroup> red_cnt: array<f32, WG>;
 
-// The row, and scratch regions: [0, MAXW) conditioner inputs, [MAXW, 3·MAXW) hidden
-// activations (ping-pong), [3·MAXW, 4·MAXW) conditioner outputs (shifts, scale inputs).
+// The row, and scratch regions of MAXW each: conditioner inputs at 0, hidden slots A at MAXW
+// and B at 2·MAXW, slot C at C_OFF = 3·MAXW (only for models with residual nets), and the
+// conditioner outputs (shifts, scale inputs) at ST.
 var<private> v: array<f32, D>;
-var<private> buf: array<f32, 4u * MAXW>;
-const ST: u32 = 3u * MAXW;
+var<private> buf: array<f32, ST + MAXW>;
 
 fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
@@ -109,33 +113,38 @@ fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
 
 // ---- the flow ----
 
-// Runs the MLP described at plan[net]: reads buf[0..in), writes its outputs to
-// buf[ST + st_off ..]. Each block of BLOCK outputs is one pass over the inputs, BLOCK inputs
-// per iteration, with the accumulators in registers.
+// Runs the net described at plan[net]: reads the conditioner inputs at buf[0..), writes its
+// outputs into the ST region. Each block of BLOCK outputs is one pass over the inputs, BLOCK
+// inputs per iteration, with the accumulators in registers.
 fn run_mlp(net: u32) {
-    let n_lin = plan[net];
-    let act = plan[net + 1u];
-    let slope = bitcast<f32>(plan[net + 2u]);
-    let out_act = select(6u, 2u, plan[net + 3u] != 0u);
-    var src = 0u;
-    for (var k = 0u; k < n_lin; k++) {
-        let rec = net + 5u + 4u * k;
+    let n_steps = plan[net];
+    let slope = bitcast<f32>(plan[net + 1u]);
+    for (var k = 0u; k < n_steps; k++) {
+        let rec = net + 2u + 9u * k;
         let n_in = plan[rec];
         let n_out = plan[rec + 1u];
         let w = plan[rec + 2u];
         let b = plan[rec + 3u];
-        let last = k + 1u == n_lin;
-        let dst = select(MAXW * (1u + k % 2u), ST + plan[net + 4u], last);
-        let kind = select(act, out_act, last);
+        var src = plan[rec + 4u];
+        let dst = plan[rec + 5u];
+        let pre = plan[rec + 6u];
+        let kind = plan[rec + 7u];
+        let accumulate = plan[rec + 8u] != 0u;
+        if pre != 6u {
+            for (var i = 0u; i < n_in; i++) {
+                buf[C_OFF + i] = activate(buf[src + i], pre, slope);
+            }
+            src = C_OFF;
+        }
         for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
-            var a0 = weights[b + o0];
-            var a1 = weights[b + o0 + 1u];
-            var a2 = weights[b + o0 + 2u];
-            var a3 = weights[b + o0 + 3u];
-            var a4 = weights[b + o0 + 4u];
-            var a5 = weights[b + o0 + 5u];
-            var a6 = weights[b + o0 + 6u];
-            var a7 = weights[b + o0 + 7u];
+            var a0 = weights[b + o0] + select(0.0, buf[dst + o0], accumulate);
+            var a1 = weights[b + o0 + 1u] + select(0.0, buf[dst + o0 + 1u], accumulate);
+            var a2 = weights[b + o0 + 2u] + select(0.0, buf[dst + o0 + 2u], accumulate);
+            var a3 = weights[b + o0 + 3u] + select(0.0, buf[dst + o0 + 3u], accumulate);
+            var a4 = weights[b + o0 + 4u] + select(0.0, buf[dst + o0 + 4u], accumulate);
+            var a5 = weights[b + o0 + 5u] + select(0.0, buf[dst + o0 + 5u], accumulate);
+            var a6 = weights[b + o0 + 6u] + select(0.0, buf[dst + o0 + 6u], accumulate);
+            var a7 = weights[b + o0 + 7u] + select(0.0, buf[dst + o0 + 7u], accumulate);
             for (var i = 0u; i < n_in; i += BLOCK) {
                 let x0 = buf[src + i + 0u];
                 let x1 = buf[src + i + 1u];
@@ -220,7 +229,6 @@ fn run_mlp(net: u32) {
             buf[dst + o0 + 6u] = activate(a6, kind, slope);
             buf[dst + o0 + 7u] = activate(a7, kind, slope);
         }
-        src = dst;
     }
 }
 
@@ -243,7 +251,7 @@ fn coupling(rec: u32, to_latent: bool) -> f32 {
     var net = feat + n_id + n_tr;
     for (var m = 0u; m < n_nets; m++) {
         run_mlp(net);
-        net += 5u + 4u * plan[net];
+        net += 2u + 9u * plan[net];
     }
     var ld = 0.0;
     for (var k = 0u; k < n_tr; k++) {

@@ -107,6 +107,13 @@ struct NetConfig {
     negative_slope: Option<f64>,
     #[serde(default = "default_output")]
     output: OutputFn,
+    /// Residual blocks (nflows' ResidualNet); absent or 0 for a plain MLP.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    residual_blocks: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_output() -> OutputFn {
@@ -281,7 +288,7 @@ fn build_mlp(prefix: &str, net: &NetConfig, tensors: &mut TensorStore) -> Result
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Mlp { linears, activation, output: net.output })
+    Ok(Mlp { linears, activation, output: net.output, residual_blocks: net.residual_blocks })
 }
 
 /// Hands out the file's tensors by name, checking dtype and shape, and remembers which were
@@ -459,5 +466,5 @@ fn describe_mlp<'a>(prefix: &str, mlp: &'a Mlp, tensors: &mut TensorMap<'a>) -> 
         Activation::Silu => (ActivationName::Silu, None),
         Activation::Gelu => (ActivationName::Gelu, None),
     };
-    NetConfig { sizes: mlp.sizes(), activation, negative_slope, output: mlp.output }
+    NetConfig { sizes: mlp.sizes(), activation, negative_slope, output: mlp.output, residual_blocks: mlp.residual_blocks }
 }

@@ -97,15 +97,25 @@ pub enum ScaleFn {
     SoftClampExp { bound: f64 },
 }
 
-/// A multilayer perceptron in PyTorch layout.
+/// A conditioner network in PyTorch layout: a plain MLP, or a residual net.
+///
+/// Plain (`residual_blocks == 0`): `h ← act(L_k(h))` for every Linear but the last, then
+/// `out = output(L_last(h))`.
+///
+/// Residual (`residual_blocks = B > 0`, nflows' `ResidualNet`): `linears` are
+/// `[initial, block_0.0, block_0.1, …, block_{B−1}.1, final]` (2 + 2B Linears, all hidden
+/// widths equal); `h = L_initial(x)`; per block `h ← h + L_b1(act(L_b0(act(h))))`;
+/// `out = output(L_final(h))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
     /// Linear layers in order; `linears[k]` maps sizes[k] → sizes[k+1].
     pub linears: Vec<Linear>,
-    /// Activation after every Linear but the last.
+    /// Hidden activation.
     pub activation: Activation,
     /// Function applied to the last Linear's output.
     pub output: OutputFn,
+    /// Number of residual blocks; 0 for a plain MLP.
+    pub residual_blocks: usize,
 }
 
 /// `y = W x + b` with `weight` row-major [out, in] and `bias` [out].
@@ -216,6 +226,76 @@ pub struct PrunedNet {
     pub output: OutputFn,
     /// Where output 0 goes in the normalised region `[shifts, scale inputs]`.
     pub region_offset: usize,
+    /// Residual blocks (see [`Mlp`]); 0 for a plain MLP.
+    pub residual_blocks: usize,
+}
+
+/// A scratch vector (one value per hidden unit) that the fast engines evaluate nets in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The gathered identity features (the net's input).
+    Input,
+    /// Hidden scratch A, B and C.
+    A,
+    B,
+    C,
+    /// The conditioner's normalised output region (at the net's offset).
+    Output,
+}
+
+/// What follows a Linear's matrix product and bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Post {
+    /// Nothing.
+    None,
+    /// The hidden activation.
+    Activation,
+    /// The net's output function.
+    Output,
+}
+
+/// One Linear of a net as the fast engines run it:
+/// `dst (+)= post(W · pre(src) + b)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearStep {
+    /// Index into [`PrunedNet::linears`].
+    pub linear: usize,
+    pub src: Slot,
+    pub dst: Slot,
+    /// Apply the hidden activation to `src` first (into slot C, which then is the source).
+    pub pre_activation: bool,
+    pub post: Post,
+    /// Add to `dst` instead of overwriting it (the residual connection; post is None).
+    pub accumulate: bool,
+}
+
+impl PrunedNet {
+    /// The order of Linear evaluations and the scratch slots they use; shared by the native
+    /// and GPU engines so that both run plain and residual nets the same way.
+    pub fn schedule(&self) -> Vec<LinearStep> {
+        let n = self.linears.len();
+        let step = |linear, src, dst, pre_activation, post, accumulate| LinearStep { linear, src, dst, pre_activation, post, accumulate };
+        if self.residual_blocks == 0 {
+            let hidden = |k: usize| if k % 2 == 0 { Slot::A } else { Slot::B };
+            return (0..n)
+                .map(|k| {
+                    let src = if k == 0 { Slot::Input } else { hidden(k - 1) };
+                    if k + 1 == n {
+                        step(k, src, Slot::Output, false, Post::Output, false)
+                    } else {
+                        step(k, src, hidden(k), false, Post::Activation, false)
+                    }
+                })
+                .collect();
+        }
+        let mut steps = vec![step(0, Slot::Input, Slot::A, false, Post::None, false)];
+        for b in 0..self.residual_blocks {
+            steps.push(step(1 + 2 * b, Slot::A, Slot::B, true, Post::Activation, false));
+            steps.push(step(2 + 2 * b, Slot::B, Slot::A, false, Post::None, true));
+        }
+        steps.push(step(n - 1, Slot::A, Slot::Output, false, Post::Output, false));
+        steps
+    }
 }
 
 impl Coupling {
@@ -261,7 +341,7 @@ impl PrunedNet {
                 }
             })
             .collect();
-        PrunedNet { linears, activation: mlp.activation, output: mlp.output, region_offset }
+        PrunedNet { linears, activation: mlp.activation, output: mlp.output, region_offset, residual_blocks: mlp.residual_blocks }
     }
 }
 
@@ -423,6 +503,16 @@ fn validate_mlp(name: &str, mlp: &Mlp, inputs: usize, outputs: usize) -> Result<
     if let Activation::LeakyRelu { negative_slope } = mlp.activation {
         if !negative_slope.is_finite() {
             return Err(Error::Model(format!("{name}: negative_slope must be finite")));
+        }
+    }
+    if mlp.residual_blocks > 0 {
+        let sizes = mlp.sizes();
+        let hidden = &sizes[1..sizes.len() - 1];
+        if mlp.linears.len() != 2 + 2 * mlp.residual_blocks || hidden.iter().any(|&h| h != hidden[0]) {
+            return Err(Error::Model(format!(
+                "{name}: a residual net with {} blocks needs 2 + 2·{} Linears of one hidden width, found sizes {sizes:?}",
+                mlp.residual_blocks, mlp.residual_blocks
+            )));
         }
     }
     for (k, pair) in mlp.linears.windows(2).enumerate() {

@@ -131,7 +131,14 @@ pub fn random_mlp(rng: &mut ChaCha8Rng, sizes: &[usize], activation: Activation,
             Linear { inputs: w[0], outputs: w[1], weight: draw(w[0] * w[1]), bias: draw(w[1]) }
         })
         .collect();
-    Mlp { linears, activation, output }
+    Mlp { linears, activation, output, residual_blocks: 0 }
+}
+
+/// A random residual net (nflows' ResidualNet shape, see [`Mlp`]): `inputs → hidden`,
+/// `blocks` residual blocks, `hidden → outputs`; weights as [`random_mlp`].
+pub fn random_residual_net(rng: &mut ChaCha8Rng, inputs: usize, hidden: usize, outputs: usize, blocks: usize, activation: Activation, output: OutputFn) -> Mlp {
+    let sizes = [vec![inputs], vec![hidden; 1 + 2 * blocks], vec![outputs]].concat();
+    Mlp { residual_blocks: blocks, ..random_mlp(rng, &sizes, activation, output) }
 }
 
 fn nonzero_uniform(rng: &mut ChaCha8Rng, bound: f64) -> f64 {
@@ -204,7 +211,13 @@ pub fn random_coupling(rng: &mut ChaCha8Rng, dim: usize, max_hidden: usize) -> C
         }
     } else {
         let layout = if rng.random_bool(0.5) { Layout::ShiftScale } else { Layout::Interleaved };
-        Conditioner::Shared { st: random_mlp(rng, &sizes(d_id, 2 * d_tr), activation, output), layout }
+        let st = if rng.random_bool(0.5) {
+            random_mlp(rng, &sizes(d_id, 2 * d_tr), activation, output)
+        } else {
+            let (blocks, width) = (rng.random_range(1..=2), rng.random_range(1..=max_hidden));
+            random_residual_net(rng, d_id, width, 2 * d_tr, blocks, activation, output)
+        };
+        Conditioner::Shared { st, layout }
     };
     let scale = match rng.random_range(0..4) {
         0 => ScaleFn::Exp,

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Mlp, OutputFn, ScaleFn};
+use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -224,24 +224,37 @@ fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// Evaluates an MLP on one input vector.
+/// Evaluates a conditioner net (plain MLP or residual net, see [`Mlp`]) on one input vector.
 pub fn mlp_forward(mlp: &Mlp, input: &[f64]) -> Vec<f64> {
     let last = mlp.linears.len() - 1;
+    let act = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|x| activate(mlp.activation, x)).collect() };
     let mut h = input.to_vec();
-    for (k, l) in mlp.linears.iter().enumerate() {
-        let mut out = l.bias.clone();
-        for (o, acc) in out.iter_mut().enumerate() {
-            let row = &l.weight[o * l.inputs..(o + 1) * l.inputs];
-            *acc += row.iter().zip(&h).map(|(w, x)| w * x).sum::<f64>();
+    if mlp.residual_blocks == 0 {
+        for l in &mlp.linears[..last] {
+            h = act(linear(l, &h));
         }
-        if k < last {
-            out.iter_mut().for_each(|v| *v = activate(mlp.activation, *v));
-        } else if mlp.output == OutputFn::Tanh {
-            out.iter_mut().for_each(|v| *v = v.tanh());
+    } else {
+        h = linear(&mlp.linears[0], &h);
+        for pair in mlp.linears[1..last].chunks_exact(2) {
+            let inner = linear(&pair[1], &act(linear(&pair[0], &act(h.clone()))));
+            h.iter_mut().zip(inner).for_each(|(a, b)| *a += b);
         }
-        h = out;
     }
-    h
+    let mut out = linear(&mlp.linears[last], &h);
+    if mlp.output == OutputFn::Tanh {
+        out.iter_mut().for_each(|v| *v = v.tanh());
+    }
+    out
+}
+
+/// `W x + b` for one vector.
+fn linear(l: &Linear, x: &[f64]) -> Vec<f64> {
+    let mut out = l.bias.clone();
+    for (o, acc) in out.iter_mut().enumerate() {
+        let row = &l.weight[o * l.inputs..(o + 1) * l.inputs];
+        *acc += row.iter().zip(x).map(|(w, x)| w * x).sum::<f64>();
+    }
+    out
 }
 
 /// Hidden activation, float64.

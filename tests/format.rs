@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use realnvp::format::{flow_from_bytes, flow_to_bytes, load_flow, save_flow, TensorDtype};
 use realnvp::model::{Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, OutputFn, ScaleFn};
-use realnvp::random::{random_mlp, random_mixed_flow};
+use realnvp::random::{random_mixed_flow, random_mlp, random_residual_net};
 use realnvp::Error;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -33,6 +33,15 @@ fn full_flow() -> Flow {
         conditioner: Conditioner::Shared { st: random_mlp(&mut rng, &[2, 6, 4], act, OutputFn::Identity), layout: Layout::Interleaved },
         scale: ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
     };
+    let residual = Coupling {
+        mask: vec![true, false, true, false],
+        direction: Direction::DataToLatent,
+        conditioner: Conditioner::Shared {
+            st: random_residual_net(&mut rng, 2, 6, 4, 1, act, OutputFn::Identity),
+            layout: Layout::ShiftScale,
+        },
+        scale: ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
+    };
     Flow {
         dim: 4,
         base: Base::DiagonalNormal { loc: vec![0.1, -0.2, 0.3, 0.0], log_scale: vec![0.1, 0.2, -0.1, 0.05] },
@@ -41,6 +50,7 @@ fn full_flow() -> Flow {
             Layer::ElementwiseAffine { direction: Direction::LatentToData, log_scale: vec![0.1, 0.2, 0.3, 0.4], shift: vec![1.0, 2.0, 3.0, 4.0] },
             Layer::Permutation { perm: vec![2, 3, 0, 1] },
             Layer::Coupling(shared),
+            Layer::Coupling(residual),
         ],
     }
 }
@@ -230,6 +240,9 @@ fn conditioner_and_net_mismatches_are_rejected() {
     );
     expect_error(&edited(|c| c["layers"][1]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}), &["scale"]);
     expect_error(&edited(|c| c["layers"][0]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}), &["layer 0", "bound"]);
+    // a residual net's block count must match its Linears (1 block: 4 Linears, not 2 + 2·2)
+    expect_error(&edited(|c| c["layers"][4]["nets"]["st"]["residual_blocks"] = json!(2), |_| {}), &["layers.4.st", "residual"]);
+    expect_error(&edited(|c| c["layers"][4]["nets"]["st"]["residual_blocks"] = json!(-1), |_| {}), &["expected usize"]);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
 
-use crate::model::{Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, PrunedNet, ScaleFn};
+use crate::model::{Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
 /// The shader, loaded at build time.
 pub const TEMPLATE: &str = include_str!("../../shaders/flow.wgsl");
@@ -38,7 +38,7 @@ pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
 /// Builds the kernel source for a validated flow.
 pub fn generate(flow: &Flow) -> KernelSource {
-    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1, loop_iterations: 0 };
+    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1, loop_iterations: 0, slot_c: false, slot_fixups: Vec::new() };
     for (i, layer) in flow.layers.iter().enumerate() {
         p.plan[i] = p.plan.len() as u32;
         p.layer(layer);
@@ -55,9 +55,22 @@ pub fn generate(flow: &Flow) -> KernelSource {
         p.weights.push(0.0); // a binding may not be empty
     }
     let d = flow.dim;
+    let maxw = (p.width.div_ceil(BLOCK) * BLOCK) as u32;
+    let st = if p.slot_c { 4 * maxw } else { 3 * maxw };
+    for &(at, slot, offset) in &p.slot_fixups {
+        let region = match slot {
+            Slot::Input => 0,
+            Slot::A => maxw,
+            Slot::B => 2 * maxw,
+            Slot::C => 3 * maxw,
+            Slot::Output => st,
+        };
+        p.plan[at] = region + offset;
+    }
     let header = format!(
-        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst MAXW: u32 = {}u;\nconst N_LAYERS: u32 = {}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n\n",
-        p.width.div_ceil(BLOCK) * BLOCK,
+        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {}u;\nconst N_LAYERS: u32 = {}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n\n",
+        3 * maxw,
+        st,
         flow.layers.len(),
         base_off.is_some(),
         base_off.unwrap_or(0),
@@ -75,6 +88,10 @@ struct Packer {
     width: usize,
     /// Loop iterations one invocation executes (see `KernelSource::loop_iterations`).
     loop_iterations: u64,
+    /// Whether some net needs scratch slot C (residual nets).
+    slot_c: bool,
+    /// Plan entries that hold a scratch offset: (index, slot, offset within the slot).
+    slot_fixups: Vec<(usize, Slot, u32)>,
 }
 
 impl Packer {
@@ -141,17 +158,39 @@ impl Packer {
             Activation::Silu => (4, 0.0),
             Activation::Gelu => (5, 0.0),
         };
-        let n = net.linears.len();
-        let st_off = net.region_offset;
-        self.plan.extend([n as u32, act, slope.to_bits(), u32::from(net.output == OutputFn::Tanh), st_off as u32]);
-        self.loop_iterations += 1 + n as u64;
-        for (k, l) in net.linears.iter().enumerate() {
+        const IDENTITY: u32 = 6;
+        let output = if net.output == OutputFn::Tanh { 2 } else { IDENTITY };
+        let schedule = net.schedule();
+        self.plan.extend([schedule.len() as u32, slope.to_bits()]);
+        self.loop_iterations += 1 + schedule.len() as u64;
+        let mut records = Vec::with_capacity(schedule.len());
+        for step in &schedule {
+            let l = &net.linears[step.linear];
             let padded = pad(l.outputs);
-            self.width = self.width.max(if k == n - 1 { st_off + padded } else { padded }).max(pad(l.inputs));
+            let dst_end = if step.dst == Slot::Output { net.region_offset + padded } else { padded };
+            self.width = self.width.max(dst_end).max(pad(l.inputs));
+            self.slot_c |= step.pre_activation;
             let (w, b) = self.pack_linear(l, padded);
-            self.plan.extend([pad(l.inputs) as u32, padded as u32, w, b]);
+            let post = match step.post {
+                Post::None => IDENTITY,
+                Post::Activation => act,
+                Post::Output => output,
+            };
+            records.push((pad(l.inputs), padded, w, b, step, post));
             let blocks = (padded / BLOCK) as u64;
             self.loop_iterations += blocks * (1 + (pad(l.inputs) / BLOCK) as u64);
+            if step.pre_activation {
+                self.loop_iterations += pad(l.inputs) as u64;
+            }
+        }
+        for (n_in, n_out, w, b, step, post) in records {
+            let pre = if step.pre_activation { act } else { IDENTITY };
+            let at = self.plan.len();
+            self.slot_fixups.push((at + 4, step.src, 0));
+            let dst_offset = if step.dst == Slot::Output { net.region_offset as u32 } else { 0 };
+            self.slot_fixups.push((at + 5, step.dst, dst_offset));
+            // src and dst are filled in by `generate` once the scratch width is known
+            self.plan.extend([n_in as u32, n_out as u32, w, b, 0, 0, pre, post, u32::from(step.accumulate)]);
         }
     }
 

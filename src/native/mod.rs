@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::engine::{check_rows, Engine, LogLikelihoodSum};
 use crate::error::Result;
-use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, ScaleFn};
+use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, ScaleFn, Slot};
 use kernels::LogScale;
 
 /// Rows per tile: one tile's activations stay in L1/L2 (32×256 floats = 32 KiB).
@@ -71,9 +71,13 @@ enum Step {
 struct Net {
     /// (weight row-major [out, in], bias [out]) per Linear.
     linears: Vec<(Dense, Vec<f32>)>,
+    /// Evaluation order and scratch slots (shared with the GPU engine).
+    schedule: Vec<model::LinearStep>,
     activation: kernels::Activation,
     output_tanh: bool,
     region_offset: usize,
+    /// Zeros, one per hidden unit: the bias of a pre-activation pass.
+    zeros: Vec<f32>,
 }
 
 struct Dense {
@@ -228,9 +232,11 @@ impl Net {
         let dense = |l: &Linear| (Dense { inputs: l.inputs, outputs: l.outputs, weight: f32s(&l.weight) }, f32s(&l.bias));
         Net {
             linears: net.linears.iter().map(dense).collect(),
+            schedule: net.schedule(),
             activation,
             output_tanh: net.output == OutputFn::Tanh,
             region_offset: net.region_offset,
+            zeros: vec![0.0; widths.hidden],
         }
     }
 }
@@ -243,8 +249,8 @@ struct Workspace {
     swap: Vec<f32>,
     /// Gathered identity features, `[d_id][rows]`.
     cond_in: Vec<f32>,
-    /// Hidden activations, ping-pong, `[width][rows]`.
-    hidden: [Vec<f32>; 2],
+    /// Hidden scratch slots A, B, C, `[width][rows]` each.
+    hidden: [Vec<f32>; 3],
     /// Conditioner outputs `[shifts (d_tr); log f (d_tr)][rows]`.
     region: Vec<f32>,
     /// Running log-det per row (nats).
@@ -260,7 +266,7 @@ impl Workspace {
             v: tile(plan.dim),
             swap: tile(plan.dim),
             cond_in: tile(plan.widths.identity),
-            hidden: [tile(plan.widths.hidden), tile(plan.widths.hidden)],
+            hidden: [tile(plan.widths.hidden), tile(plan.widths.hidden), tile(plan.widths.hidden)],
             region: tile(plan.widths.region),
             logdet: vec![0.0; TILE_ROWS],
             bad: vec![false; TILE_ROWS],
@@ -372,35 +378,57 @@ impl Workspace {
     }
 
     /// Evaluates one conditioner net on `cond_in` `[d_id][rows]`, writing its outputs into
-    /// `region` at the net's offset.
+    /// `region` at the net's offset, following the net's schedule.
     fn net(&mut self, net: &Net, rows: usize) {
-        let last = net.linears.len() - 1;
-        let off = net.region_offset * rows;
-        let [h0, h1] = &mut self.hidden;
-        for (k, (dense, bias)) in net.linears.iter().enumerate() {
-            // Layer 0 reads the gathered inputs; then h0 and h1 alternate; the last writes the region.
-            let (src, dst): (&[f32], &mut [f32]) = match (k == 0, k == last, k % 2 == 0) {
-                (true, true, _) => (&self.cond_in, &mut self.region[off..]),
-                (true, false, _) => (&self.cond_in, h0),
-                (false, true, true) => (h1, &mut self.region[off..]),
-                (false, true, false) => (h0, &mut self.region[off..]),
-                (false, false, true) => (h1, h0),
-                (false, false, false) => (h0, h1),
-            };
-            let src = &src[..dense.inputs * rows];
-            let dst = &mut dst[..dense.outputs * rows];
-            matmul(dense, src, rows, dst);
-            if k == last {
-                kernels::bias_output(dst, rows, bias, net.output_tanh);
-            } else {
-                kernels::bias_activate(dst, rows, bias, net.activation);
+        for step in &net.schedule {
+            let (dense, bias) = &net.linears[step.linear];
+            let mut src_slot = step.src;
+            if step.pre_activation {
+                let n = dense.inputs * rows;
+                let (src, c) = self.src_dst(step.src, Slot::C, net.region_offset, rows);
+                c[..n].copy_from_slice(&src[..n]);
+                kernels::bias_activate(&mut c[..n], rows, &net.zeros[..dense.inputs], net.activation);
+                src_slot = Slot::C;
             }
+            let (src, dst) = self.src_dst(src_slot, step.dst, net.region_offset, rows);
+            let dst = &mut dst[..dense.outputs * rows];
+            matmul(dense, &src[..dense.inputs * rows], rows, dst, step.accumulate);
+            match step.post {
+                Post::Activation => kernels::bias_activate(dst, rows, bias, net.activation),
+                Post::Output => kernels::bias_output(dst, rows, bias, net.output_tanh),
+                Post::None => kernels::bias_output(dst, rows, bias, false),
+            }
+        }
+    }
+
+    /// Borrows a source slot and a different destination slot.
+    fn src_dst(&mut self, src: Slot, dst: Slot, region_offset: usize, rows: usize) -> (&[f32], &mut [f32]) {
+        let [a, b, c] = &mut self.hidden;
+        let slots: [(Slot, &mut [f32]); 5] = [
+            (Slot::Input, &mut self.cond_in),
+            (Slot::A, a),
+            (Slot::B, b),
+            (Slot::C, c),
+            (Slot::Output, &mut self.region[region_offset * rows..]),
+        ];
+        let (mut s, mut d) = (None, None);
+        for (slot, buf) in slots {
+            if slot == src {
+                s = Some(&*buf);
+            } else if slot == dst {
+                d = Some(buf);
+            }
+        }
+        match (s, d) {
+            (Some(s), Some(d)) => (s, d),
+            _ => unreachable!("schedules never read and write one slot"),
         }
     }
 }
 
-/// `dst [out][rows] = W [out, in] · src [in][rows]`, all row-major float32.
-fn matmul(w: &Dense, src: &[f32], rows: usize, dst: &mut [f32]) {
+/// `dst [out][rows] (+)= W [out, in] · src [in][rows]`, all row-major float32; adds to `dst`
+/// when `accumulate`.
+fn matmul(w: &Dense, src: &[f32], rows: usize, dst: &mut [f32], accumulate: bool) {
     assert!(w.weight.len() == w.outputs * w.inputs && src.len() >= w.inputs * rows && dst.len() >= w.outputs * rows);
     // SAFETY: the assertion above keeps every access of this row-major product in bounds:
     // W is outputs×inputs (row stride inputs), src inputs×rows and dst outputs×rows (row
@@ -413,14 +441,14 @@ fn matmul(w: &Dense, src: &[f32], rows: usize, dst: &mut [f32]) {
             dst.as_mut_ptr(),
             1,
             rows as isize,
-            false,
+            accumulate,
             w.weight.as_ptr(),
             1,
             w.inputs as isize,
             src.as_ptr(),
             1,
             rows as isize,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
