@@ -5,6 +5,7 @@
 //!
 //! - [`model`]: what a flow is (layers in data→latent order, parameters).
 //! - [`format`]: the `.safetensors` model file (docs/FORMAT.md).
+//! - [`convert`]: importers for flows trained with normflows and nflows (PyTorch).
 //! - [`reference`]: the float64 CPU reference, the ground truth.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait every device implements, and device selection.
 //! - [`gpu`]: the fused WGSL engine on any wgpu adapter.
@@ -29,6 +30,7 @@
 //! ```
 
 pub mod bench;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod format;

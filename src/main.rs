@@ -84,6 +84,59 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Convert a trained PyTorch flow (a state_dict saved with safetensors) into a model file.
+    Convert {
+        /// The library the model was built with.
+        #[arg(long = "from", value_enum)]
+        library: Library,
+        /// The state_dict: `save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}, PATH)`.
+        state: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Hidden activation of the nets: relu (normflows' and nflows' default), leaky_relu[:SLOPE], tanh, elu, silu, gelu.
+        #[arg(long, default_value = "relu")]
+        activation: String,
+        /// normflows: output_fn of the s nets (and of param_map nets, with --t-output).
+        #[arg(long, value_enum, default_value = "identity")]
+        s_output: OutputArg,
+        /// normflows: output_fn of the t nets.
+        #[arg(long, value_enum, default_value = "identity")]
+        t_output: OutputArg,
+        /// normflows: AffineCouplingBlock split_mode.
+        #[arg(long, value_enum, default_value = "channel")]
+        split_mode: SplitArg,
+        /// normflows: AffineCouplingBlock scale_map.
+        #[arg(long, value_enum, default_value = "exp")]
+        scale_map: ScaleMapArg,
+        /// normflows: what flows without tensors are (Permute(mode="swap") has none).
+        #[arg(long, value_enum)]
+        keyless: Option<KeylessArg>,
+        /// normflows: total number of flows (needed when the last flows have no tensors).
+        #[arg(long)]
+        flows: Option<usize>,
+        /// nflows: the architecture.
+        #[arg(long, value_enum)]
+        arch: Option<ArchArg>,
+        /// nflows: SimpleRealNVP(features=…).
+        #[arg(long)]
+        features: Option<usize>,
+        /// nflows: hidden_features.
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// nflows: num_layers.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// nflows: num_blocks_per_layer.
+        #[arg(long)]
+        blocks_per_layer: Option<usize>,
+        /// nflows: batch_norm_between_layers=True.
+        #[arg(long)]
+        batch_norm_between: bool,
+        /// Store parameters as float32 (default float64: derived values such as folded batch
+        /// norms keep full precision).
+        #[arg(long)]
+        f32: bool,
+    },
     /// Print a model's dimension, layers, parameters and FLOPs per row.
     Info { model: PathBuf },
     /// Per-row log p(x) and the batch summary.
@@ -209,6 +262,46 @@ enum OutputArg {
     Tanh,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Library {
+    Normflows,
+    Nflows,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Channel,
+    #[value(name = "channel_inv")]
+    ChannelInv,
+    Checkerboard,
+    #[value(name = "checkerboard_inv")]
+    CheckerboardInv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScaleMapArg {
+    Exp,
+    #[value(name = "sigmoid_inv")]
+    SigmoidInv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeylessArg {
+    Swap,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArchArg {
+    SimpleRealnvp,
+}
+
+fn output_fn(o: OutputArg) -> OutputFn {
+    match o {
+        OutputArg::Identity => OutputFn::Identity,
+        OutputArg::Tanh => OutputFn::Tanh,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -243,6 +336,84 @@ fn run(command: Command) -> Result<()> {
             let flow = init_flow(&spec, seed)?;
             save_flow(&flow, &output, if f64 { TensorDtype::F64 } else { TensorDtype::F32 })?;
             println!("wrote {} ({} parameters, {} FLOPs/row)", output.display(), flow.parameter_count(), flow.flops_per_row());
+            Ok(())
+        }
+        Command::Convert {
+            library,
+            state,
+            output,
+            activation,
+            s_output,
+            t_output,
+            split_mode,
+            scale_map,
+            keyless,
+            flows,
+            arch,
+            features,
+            hidden,
+            layers,
+            blocks_per_layer,
+            batch_norm_between,
+            f32,
+        } => {
+            use realnvp::convert::{self, NflowsArch, NflowsOptions, NormflowsOptions, StateDict};
+            let bytes = std::fs::read(&state).with_context(|| format!("reading {}", state.display()))?;
+            let mut sd = StateDict::from_bytes(&bytes).with_context(|| format!("reading {}", state.display()))?;
+            let activation = parse_activation(&activation)?;
+            let nflows_only = [features.is_some(), hidden.is_some(), layers.is_some(), blocks_per_layer.is_some(), batch_norm_between, arch.is_some()];
+            let flow = match library {
+                Library::Normflows => {
+                    if nflows_only.iter().any(|&given| given) {
+                        bail!("--arch, --features, --hidden, --layers, --blocks-per-layer and --batch-norm-between apply to --from nflows");
+                    }
+                    let options = NormflowsOptions {
+                        activation,
+                        s_output: output_fn(s_output),
+                        t_output: output_fn(t_output),
+                        split_mode: match split_mode {
+                            SplitArg::Channel => convert::SplitMode::Channel,
+                            SplitArg::ChannelInv => convert::SplitMode::ChannelInv,
+                            SplitArg::Checkerboard => convert::SplitMode::Checkerboard,
+                            SplitArg::CheckerboardInv => convert::SplitMode::CheckerboardInv,
+                        },
+                        scale_map: match scale_map {
+                            ScaleMapArg::Exp => convert::ScaleMap::Exp,
+                            ScaleMapArg::SigmoidInv => convert::ScaleMap::SigmoidInv,
+                        },
+                        keyless: keyless.map(|KeylessArg::Swap| convert::Keyless::Swap),
+                        flows,
+                    };
+                    convert::from_normflows(&mut sd, &options)
+                }
+                Library::Nflows => {
+                    let need = |v: Option<usize>, flag: &str| v.with_context(|| format!("--from nflows needs {flag}"));
+                    let options = NflowsOptions {
+                        arch: match arch {
+                            Some(ArchArg::SimpleRealnvp) => NflowsArch::SimpleRealNvp,
+                            None => bail!("--from nflows needs --arch simple-realnvp"),
+                        },
+                        features: need(features, "--features D")?,
+                        hidden: need(hidden, "--hidden H")?,
+                        layers: need(layers, "--layers L")?,
+                        blocks_per_layer: need(blocks_per_layer, "--blocks-per-layer B")?,
+                        batch_norm_between,
+                        activation,
+                    };
+                    convert::from_nflows(&mut sd, &options)
+                }
+            }
+            .with_context(|| format!("converting {}", state.display()))?;
+            save_flow(&flow, &output, if f32 { TensorDtype::F32 } else { TensorDtype::F64 })?;
+            println!(
+                "wrote {} (D = {}, {} layers, {} parameters, {} FLOPs/row); check it with `realnvp verify --model {}`",
+                output.display(),
+                flow.dim,
+                flow.layers.len(),
+                flow.parameter_count(),
+                flow.flops_per_row(),
+                output.display()
+            );
             Ok(())
         }
         Command::Info { model } => {
