@@ -125,7 +125,8 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         let fma = native_fma_gflops();
         progress(&format!("native FMA ceiling: {fma:.1} GFLOP/s"));
         let engine = NativeEngine::new(flow.clone());
-        devices.push(time_device(&engine, None, None, Some(fma), Some(native::TILE_ROWS), &x, options, progress));
+        let target = Target { engine: &engine, gpu: None, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
+        devices.push(time_device(&target, &x, options, progress));
     }
     let all = gpu::adapters(&gpu::instance());
     for &k in &options.adapters {
@@ -146,14 +147,16 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
         match GpuEngine::new(flow.clone(), adapter, &options.gpu) {
             Ok(engine) => {
-                let chunk = Some(engine.chunk_rows());
-                devices.push(time_device(&engine, Some(&engine), driver, fma, chunk, &x, options, progress))
+                let target = Target { engine: &engine, gpu: Some(&engine), driver, fma, chunk_rows: Some(engine.chunk_rows()) };
+                devices.push(time_device(&target, &x, options, progress))
             }
             Err(e) => devices.push(failed(label, e.to_string())),
         }
     }
     if options.reference {
-        devices.push(time_device(&CpuReference::new(flow.clone()), None, None, None, None, &x, options, progress));
+        let engine = CpuReference::new(flow.clone());
+        let target = Target { engine: &engine, gpu: None, driver: None, fma: None, chunk_rows: None };
+        devices.push(time_device(&target, &x, options, progress));
     }
     BenchReport {
         model: model.to_string(),
@@ -173,28 +176,33 @@ fn failed(engine: String, error: String) -> DeviceReport {
     DeviceReport { engine, driver: None, fma_gflops: None, passes: Vec::new(), error: Some(error) }
 }
 
-fn time_device(
-    engine: &dyn Engine,
-    gpu: Option<&GpuEngine>,
+/// One device under test.
+struct Target<'a> {
+    engine: &'a dyn Engine,
+    /// The same engine when it is a GPU engine (for kernel times).
+    gpu: Option<&'a GpuEngine>,
     driver: Option<String>,
     fma: Option<f64>,
     chunk_rows: Option<usize>,
-    x: &[f64],
-    options: &BenchOptions,
-    progress: &dyn Fn(&str),
-) -> DeviceReport {
-    let mut passes = Vec::new();
+}
+
+fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(&str)) -> DeviceReport {
+    let name = t.engine.name();
+    let mut report = DeviceReport { engine: name.clone(), driver: t.driver.clone(), fma_gflops: t.fma, passes: Vec::new(), error: None };
     for &pass in &options.passes {
-        match time_pass(engine, gpu, fma, pass, x, options.repeats, options.max_seconds) {
+        match time_pass(t.engine, t.gpu, t.fma, pass, x, options.repeats, options.max_seconds) {
             Ok(mut r) => {
-                r.chunk_rows = chunk_rows;
-                progress(&format!("{}: {} {:.0} rows/s", engine.name(), pass.label(), r.rows_per_second));
-                passes.push(r);
+                r.chunk_rows = t.chunk_rows;
+                progress(&format!("{name}: {} {:.0} rows/s", pass.label(), r.rows_per_second));
+                report.passes.push(r);
             }
-            Err(e) => return DeviceReport { engine: engine.name(), driver, fma_gflops: fma, passes, error: Some(e.to_string()) },
+            Err(e) => {
+                report.error = Some(e.to_string());
+                break;
+            }
         }
     }
-    DeviceReport { engine: engine.name(), driver, fma_gflops: fma, passes, error: None }
+    report
 }
 
 /// Times one pass: warm-up, then the best of `repeats` runs over all of `x`, or over fewer

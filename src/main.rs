@@ -327,10 +327,7 @@ fn run(command: Command) -> Result<()> {
                     ScaleArg::Sigmoid => ScaleKind::Sigmoid,
                     ScaleArg::SoftClampExp => ScaleKind::SoftClampExp,
                 },
-                s_output: match s_output {
-                    OutputArg::Identity => OutputFn::Identity,
-                    OutputArg::Tanh => OutputFn::Tanh,
-                },
+                s_output: output_fn(s_output),
                 direction: Direction::DataToLatent,
             };
             let flow = init_flow(&spec, seed)?;

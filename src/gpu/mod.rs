@@ -219,9 +219,8 @@ impl GpuEngine {
         }
         let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
         let model = ModelBuffers { weights, plan };
-        let slots = (0..2)
-            .map(|k| create_slot(&device, &layout, &model, flow.dim, chunk_rows, max_groups_x, k, timestamps))
-            .collect();
+        let spec = SlotSpec { dim: flow.dim, chunk_rows, max_groups_x, timestamps };
+        let slots = (0..2).map(|k| create_slot(&device, &layout, &model, &spec, k)).collect();
         let tick_ns = timestamps.then(|| f64::from(queue.get_timestamp_period()));
         let stats = Mutex::new(KernelStats::default());
         Ok(GpuEngine { flow, info, device, queue, pipelines, slots: Mutex::new(slots), chunk_rows, max_groups_x, errors, tick_ns, stats })
@@ -514,16 +513,17 @@ struct ModelBuffers {
     plan: wgpu::Buffer,
 }
 
-fn create_slot(
-    device: &wgpu::Device,
-    layout: &wgpu::BindGroupLayout,
-    model: &ModelBuffers,
+/// What every chunk slot is sized for.
+#[derive(Clone, Copy)]
+struct SlotSpec {
     dim: usize,
     chunk_rows: usize,
     max_groups_x: usize,
-    k: usize,
     timestamps: bool,
-) -> Slot {
+}
+
+fn create_slot(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, model: &ModelBuffers, spec: &SlotSpec, k: usize) -> Slot {
+    let SlotSpec { dim, chunk_rows, max_groups_x, timestamps } = *spec;
     let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
     let groups_x = groups.min(max_groups_x);
     let grid_groups = groups_x * groups.div_ceil(groups_x);

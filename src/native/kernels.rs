@@ -134,7 +134,7 @@ pub fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 5e-1;
     let p = p * r * r + r + 1.0;
     // 2^(n−1) from the integer in t's low bits, then ×2: reaches 2^128 without overflow.
     let half_scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(126) << 23);
@@ -192,8 +192,8 @@ pub fn ln(x: f32) -> f32 {
 pub fn tanh(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
-    let small = ((((-5.704_988_7e-3 * z + 2.063_908_9e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
-        - 3.333_328_2e-1)
+    let small = ((((-5.704_988_7e-3 * z + 2.063_909e-2) * z - 5.373_971_6e-2) * z + 1.333_144_2e-1) * z
+        - 3.333_328e-1)
         * z
         * x
         + x;
