@@ -52,7 +52,10 @@ fn engines(c: &mut Criterion) {
                 let per_row = start.elapsed().as_secs_f64() / 2048.0;
                 for rows in [10_000usize, 100_000, 1_000_000] {
                     if per_row * rows as f64 > MAX_ITERATION_SECONDS {
-                        eprintln!("{name}/{pass:?}/{label}/{rows}: skipped (≈{:.0} s per iteration)", per_row * rows as f64);
+                        eprintln!(
+                            "{name}/{pass:?}/{label}/{rows}: skipped (≈{:.0} s per iteration)",
+                            per_row * rows as f64
+                        );
                         continue;
                     }
                     group.throughput(Throughput::Elements(rows as u64));

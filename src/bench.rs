@@ -125,13 +125,15 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         let fma = native_fma_gflops();
         progress(&format!("native FMA ceiling: {fma:.1} GFLOP/s"));
         let engine = NativeEngine::new(flow.clone());
-        let target = Target { engine: &engine, gpu: None, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
+        let target =
+            Target { engine: &engine, gpu: None, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
         devices.push(time_device(&target, &x, options, progress));
     }
     let all = gpu::adapters(&gpu::instance());
     for &k in &options.adapters {
         let Some(adapter) = all.get(k) else {
-            devices.push(failed(format!("gpu:{k}"), format!("no adapter gpu:{k}; `realnvp devices` lists {}", all.len())));
+            devices
+                .push(failed(format!("gpu:{k}"), format!("no adapter gpu:{k}; `realnvp devices` lists {}", all.len())));
             continue;
         };
         let info = adapter.get_info();
@@ -147,7 +149,8 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
         match GpuEngine::new(flow.clone(), adapter, &options.gpu) {
             Ok(engine) => {
-                let target = Target { engine: &engine, gpu: Some(&engine), driver, fma, chunk_rows: Some(engine.chunk_rows()) };
+                let target =
+                    Target { engine: &engine, gpu: Some(&engine), driver, fma, chunk_rows: Some(engine.chunk_rows()) };
                 devices.push(time_device(&target, &x, options, progress))
             }
             Err(e) => devices.push(failed(label, e.to_string())),
@@ -188,7 +191,13 @@ struct Target<'a> {
 
 fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(&str)) -> DeviceReport {
     let name = t.engine.name();
-    let mut report = DeviceReport { engine: name.clone(), driver: t.driver.clone(), fma_gflops: t.fma, passes: Vec::new(), error: None };
+    let mut report = DeviceReport {
+        engine: name.clone(),
+        driver: t.driver.clone(),
+        fma_gflops: t.fma,
+        passes: Vec::new(),
+        error: None,
+    };
     for &pass in &options.passes {
         match time_pass(t.engine, t.gpu, t.fma, pass, x, options.repeats, options.max_seconds) {
             Ok(mut r) => {
@@ -261,7 +270,9 @@ pub fn time_pass(
         gflops,
         fraction_of_fma_ceiling: fma.map(|f| gflops / f),
         gigabytes_per_second: (n * pass.bytes_per_row(d)) as f64 / seconds / 1e9,
-        dispatches_per_chunk: gpu.zip(stats).map(|(g, s)| s.dispatches as f64 / n.div_ceil(g.chunk_rows()).max(1) as f64),
+        dispatches_per_chunk: gpu
+            .zip(stats)
+            .map(|(g, s)| s.dispatches as f64 / n.div_ceil(g.chunk_rows()).max(1) as f64),
         chunk_rows: gpu.map(GpuEngine::chunk_rows),
     })
 }

@@ -20,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn};
+use crate::model::{
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
+};
 
 /// The tensors of a `state_dict`, as float64 (integer buffers such as permutations are
 /// converted exactly), with a record of which keys a converter used.
@@ -105,11 +107,16 @@ fn decode(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f64>> {
         Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(le(b))).collect(),
         Dtype::F32 => data.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|b| f16_to_f64(u16::from_le_bytes([b[0], b[1]]))).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|b| f64::from(f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))).collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f64::from(f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16)))
+            .collect(),
         Dtype::I64 => data.chunks_exact(8).map(|b| i64::from_le_bytes(le(b)) as f64).collect(),
         Dtype::I32 => data.chunks_exact(4).map(|b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
         Dtype::BOOL => data.iter().map(|&b| f64::from(u8::from(b != 0))).collect(),
-        other => return Err(convert_error(format!("key {name} has dtype {other:?}, which this importer does not read"))),
+        other => {
+            return Err(convert_error(format!("key {name} has dtype {other:?}, which this importer does not read")))
+        }
     })
 }
 
@@ -251,7 +258,9 @@ fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOption
     if sd.has(&format!("{p}.perm")) {
         let perm = sd.take(&format!("{p}.perm"), dim)?;
         let inv = sd.take(&format!("{p}.inv_perm"), dim)?;
-        let as_index = |v: &[f64]| -> Vec<usize> { v.iter().map(|&x| if x >= 0.0 && x < dim as f64 { x as usize } else { dim }).collect() };
+        let as_index = |v: &[f64]| -> Vec<usize> {
+            v.iter().map(|&x| if x >= 0.0 && x < dim as f64 { x as usize } else { dim }).collect()
+        };
         let (perm, inv) = (as_index(&perm), as_index(&inv));
         if (0..dim).any(|j| perm.get(j).and_then(|&q| inv.get(q)) != Some(&j)) {
             return Err(convert_error(format!("{p}.perm and {p}.inv_perm are not inverse permutations of 0..{dim}")));
@@ -325,7 +334,10 @@ fn nf_mlp(sd: &mut StateDict, prefix: &str, activation: Activation, output: Outp
         let l = sd.linear(&format!("{prefix}.{j}"))?;
         if let Some(prev) = linears.last() {
             if prev.outputs != l.inputs {
-                return Err(convert_error(format!("key {prefix}.{j}.weight has {} inputs but the previous Linear has {} outputs", l.inputs, prev.outputs)));
+                return Err(convert_error(format!(
+                    "key {prefix}.{j}.weight has {} inputs but the previous Linear has {} outputs",
+                    l.inputs, prev.outputs
+                )));
             }
         }
         linears.push(l);
@@ -362,7 +374,8 @@ pub fn from_nflows(sd: &mut StateDict, o: &NflowsOptions) -> Result<Flow> {
     let has_batch_norm = sd.keys_with("_transform._transforms.").iter().any(|k| k.ends_with(".running_mean"));
     if has_batch_norm != o.batch_norm_between {
         return Err(convert_error(if has_batch_norm {
-            "the state_dict has batch norm layers (_transform._transforms.1.running_mean): pass --batch-norm-between".into()
+            "the state_dict has batch norm layers (_transform._transforms.1.running_mean): pass --batch-norm-between"
+                .into()
         } else {
             "--batch-norm-between given, but the state_dict has no batch norm (no _transform._transforms.*.running_mean)".into()
         }));
@@ -395,13 +408,19 @@ fn nflows_coupling(sd: &mut StateDict, p: &str, l: usize, o: &NflowsOptions) -> 
         for &f in values.iter() {
             match mask.get_mut(f as usize) {
                 Some(slot @ None) if f >= 0.0 => *slot = Some(is_identity),
-                _ => return Err(convert_error(format!("{p}.identity_features / transform_features do not partition 0..{d}"))),
+                _ => {
+                    return Err(convert_error(format!(
+                        "{p}.identity_features / transform_features do not partition 0..{d}"
+                    )))
+                }
             }
         }
     }
     let mask: Vec<bool> = mask.into_iter().map(|m| m.unwrap_or(false)).collect();
     if mask != expected {
-        return Err(convert_error(format!("{p}.identity_features is {id:?}, not SimpleRealNVP's alternating mask for layer {l}")));
+        return Err(convert_error(format!(
+            "{p}.identity_features is {id:?}, not SimpleRealNVP's alternating mask for layer {l}"
+        )));
     }
     let net = format!("{p}.transform_net");
     let mut linears = vec![nflows_linear(sd, &format!("{net}.initial_layer"), o.hidden, d_id)?];

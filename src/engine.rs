@@ -143,12 +143,12 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
             let mut adapters = adapters();
             adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
             match adapters.first() {
-                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => Ok(Box::new(
-                    NativeEngine::new(flow).chosen_because(format!(
+                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
+                    Ok(Box::new(NativeEngine::new(flow).chosen_because(format!(
                         "no hardware GPU; native code is faster than the CPU-emulated {}",
                         a.get_info().name
-                    )),
-                )),
+                    ))))
+                }
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
                 None if *device == Device::Auto => {
                     Ok(Box::new(NativeEngine::new(flow).chosen_because("no GPU adapter found")))
@@ -179,7 +179,8 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
 
 fn no_adapter() -> Error {
     Error::Gpu(
-        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device native)".into(),
+        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device native)"
+            .into(),
     )
 }
 

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp,
-    OutputFn, ScaleFn,
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
 };
 
 /// The format version this crate writes and reads.
@@ -145,10 +144,9 @@ pub fn load_flow(path: &Path) -> Result<Flow> {
 
 /// Parses and validates a model from the bytes of a `.safetensors` file.
 pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
-    let (_, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
     let json = metadata
         .metadata()
         .as_ref()
@@ -181,12 +179,8 @@ fn build_flow(config: &Config, tensors: &mut TensorStore) -> Result<Flow> {
             log_scale: tensors.take("base.log_scale", &[d])?,
         },
     };
-    let layers = config
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| build_layer(i, l, d, tensors))
-        .collect::<Result<Vec<_>>>()?;
+    let layers =
+        config.layers.iter().enumerate().map(|(i, l)| build_layer(i, l, d, tensors)).collect::<Result<Vec<_>>>()?;
     Ok(Flow { dim: d, base, layers })
 }
 
@@ -214,10 +208,7 @@ fn build_layer(i: usize, config: &LayerConfig, d: usize, tensors: &mut TensorSto
 
 fn parse_mask(i: usize, mask: &[u8], d: usize) -> Result<Vec<bool>> {
     if mask.len() != d {
-        return Err(Error::Model(format!(
-            "layer {i} (coupling): mask has length {} but dim is {d}",
-            mask.len()
-        )));
+        return Err(Error::Model(format!("layer {i} (coupling): mask has length {} but dim is {d}", mask.len())));
     }
     mask.iter()
         .map(|&b| match b {
@@ -248,9 +239,9 @@ fn build_conditioner(
     let mut mlp = |name: &str| build_mlp(&format!("layers.{i}.{name}"), &nets[name], tensors);
     match (kind, layout) {
         (ConditionerKind::MaskedSt, None) => Ok(Conditioner::MaskedSt { s: mlp("s")?, t: mlp("t")? }),
-        (ConditionerKind::MaskedSt, Some(_)) => Err(Error::Model(format!(
-            "layer {i} (coupling): \"layout\" applies only to the shared conditioner"
-        ))),
+        (ConditionerKind::MaskedSt, Some(_)) => {
+            Err(Error::Model(format!("layer {i} (coupling): \"layout\" applies only to the shared conditioner")))
+        }
         (ConditionerKind::Shared, Some(layout)) => Ok(Conditioner::Shared { st: mlp("st")?, layout }),
         (ConditionerKind::Shared, None) => Err(Error::Model(format!(
             "layer {i} (coupling): the shared conditioner needs \"layout\": \"shift_scale\" or \"interleaved\""
@@ -267,9 +258,9 @@ fn build_mlp(prefix: &str, net: &NetConfig, tensors: &mut TensorStore) -> Result
     }
     let activation = match net.activation {
         ActivationName::Relu => Activation::Relu,
-        ActivationName::LeakyRelu => Activation::LeakyRelu {
-            negative_slope: net.negative_slope.unwrap_or(DEFAULT_NEGATIVE_SLOPE),
-        },
+        ActivationName::LeakyRelu => {
+            Activation::LeakyRelu { negative_slope: net.negative_slope.unwrap_or(DEFAULT_NEGATIVE_SLOPE) }
+        }
         ActivationName::Tanh => Activation::Tanh,
         ActivationName::Elu => Activation::Elu,
         ActivationName::Silu => Activation::Silu,
@@ -309,18 +300,14 @@ impl<'a> TensorStore<'a> {
             .tensor(name)
             .map_err(|_| Error::Model(format!("missing tensor {name} (expected shape {shape:?})")))?;
         if view.shape() != shape {
-            return Err(Error::Model(format!(
-                "tensor {name} has shape {:?}, expected {shape:?}",
-                view.shape()
-            )));
+            return Err(Error::Model(format!("tensor {name} has shape {:?}, expected {shape:?}", view.shape())));
         }
         self.used.insert(name.to_owned());
         let data = view.data();
         let values: Vec<f64> = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                .collect(),
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect()
+            }
             Dtype::F64 => data
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
@@ -336,8 +323,7 @@ impl<'a> TensorStore<'a> {
     }
 
     fn ensure_all_used(&self) -> Result<()> {
-        let unexpected: Vec<&str> =
-            self.st.names().into_iter().filter(|n| !self.used.contains(*n)).collect();
+        let unexpected: Vec<&str> = self.st.names().into_iter().filter(|n| !self.used.contains(*n)).collect();
         if unexpected.is_empty() {
             Ok(())
         } else {
@@ -352,10 +338,8 @@ pub fn flow_to_bytes(flow: &Flow, dtype: TensorDtype) -> Result<Vec<u8>> {
     let mut tensors: BTreeMap<String, (Vec<usize>, &[f64])> = BTreeMap::new();
     let config = describe_flow(flow, &mut tensors);
     let json = serde_json::to_string(&config).map_err(|e| Error::Model(format!("config: {e}")))?;
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, (shape, values))| (name, shape, encode(values, dtype)))
-        .collect();
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(name, (shape, values))| (name, shape, encode(values, dtype))).collect();
     let st_dtype = match dtype {
         TensorDtype::F32 => Dtype::F32,
         TensorDtype::F64 => Dtype::F64,
@@ -466,5 +450,11 @@ fn describe_mlp<'a>(prefix: &str, mlp: &'a Mlp, tensors: &mut TensorMap<'a>) -> 
         Activation::Silu => (ActivationName::Silu, None),
         Activation::Gelu => (ActivationName::Gelu, None),
     };
-    NetConfig { sizes: mlp.sizes(), activation, negative_slope, output: mlp.output, residual_blocks: mlp.residual_blocks }
+    NetConfig {
+        sizes: mlp.sizes(),
+        activation,
+        negative_slope,
+        output: mlp.output,
+        residual_blocks: mlp.residual_blocks,
+    }
 }

@@ -7,18 +7,22 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use realnvp::bench::{BenchOptions, Pass};
 use realnvp::engine::{open_engine, Device, Engine, LogLikelihoodSum};
-use realnvp::gpu::GpuOptions;
-use realnvp::verify::verify;
 use realnvp::format::{load_flow, save_flow, TensorDtype};
+use realnvp::gpu::GpuOptions;
 use realnvp::model::{Activation, Base, Conditioner, Direction, Flow, Layer, OutputFn, ScaleFn};
 use realnvp::npy::NpyDtype;
 use realnvp::pipeline::{sample_to_file, score_file, transform_file, StreamOptions, Transform};
-use realnvp::bench::{BenchOptions, Pass};
 use realnvp::random::{init_flow, reference_model, sample_base, InitSpec, ScaleKind};
+use realnvp::verify::verify;
 
 #[derive(Parser)]
-#[command(name = "realnvp", version, about = "Real NVP normalizing flows: bulk log-likelihood scoring, forward, inverse and sampling")]
+#[command(
+    name = "realnvp",
+    version,
+    about = "Real NVP normalizing flows: bulk log-likelihood scoring, forward, inverse and sampling"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -332,7 +336,12 @@ fn run(command: Command) -> Result<()> {
             };
             let flow = init_flow(&spec, seed)?;
             save_flow(&flow, &output, if f64 { TensorDtype::F64 } else { TensorDtype::F32 })?;
-            println!("wrote {} ({} parameters, {} FLOPs/row)", output.display(), flow.parameter_count(), flow.flops_per_row());
+            println!(
+                "wrote {} ({} parameters, {} FLOPs/row)",
+                output.display(),
+                flow.parameter_count(),
+                flow.flops_per_row()
+            );
             Ok(())
         }
         Command::Convert {
@@ -358,7 +367,14 @@ fn run(command: Command) -> Result<()> {
             let bytes = std::fs::read(&state).with_context(|| format!("reading {}", state.display()))?;
             let mut sd = StateDict::from_bytes(&bytes).with_context(|| format!("reading {}", state.display()))?;
             let activation = parse_activation(&activation)?;
-            let nflows_only = [features.is_some(), hidden.is_some(), layers.is_some(), blocks_per_layer.is_some(), batch_norm_between, arch.is_some()];
+            let nflows_only = [
+                features.is_some(),
+                hidden.is_some(),
+                layers.is_some(),
+                blocks_per_layer.is_some(),
+                batch_norm_between,
+                arch.is_some(),
+            ];
             let flow = match library {
                 Library::Normflows => {
                     if nflows_only.iter().any(|&given| given) {
@@ -457,7 +473,9 @@ fn run(command: Command) -> Result<()> {
             let instance = realnvp::gpu::instance();
             let adapters = realnvp::gpu::adapters(&instance);
             if adapters.is_empty() {
-                println!("no GPU adapters (install a Vulkan driver, e.g. mesa-vulkan-drivers); --device cpu still works");
+                println!(
+                    "no GPU adapters (install a Vulkan driver, e.g. mesa-vulkan-drivers); --device cpu still works"
+                );
             }
             for (i, a) in adapters.iter().enumerate() {
                 println!("{}", realnvp::gpu::describe_adapter(i, a));
@@ -493,7 +511,14 @@ fn engine_for(model: &Path, common: &Common) -> Result<Box<dyn Engine>> {
     Ok(engine)
 }
 
-fn transform(model: &Path, t: Transform, input: &Path, output: &Path, logdet: Option<&Path>, common: &Common) -> Result<()> {
+fn transform(
+    model: &Path,
+    t: Transform,
+    input: &Path,
+    output: &Path,
+    logdet: Option<&Path>,
+    common: &Common,
+) -> Result<()> {
     let engine = engine_for(model, common)?;
     let summary = transform_file(engine.as_ref(), t, input, output, logdet, &common.stream_options())?;
     println!("{summary} → {}", output.display());
@@ -567,7 +592,10 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
     let flow = Arc::new(reference_model("seed4d").context("built-in seed4d model")?);
     let engine = open_engine(flow.clone(), device, &GpuOptions::default())?;
     println!("Real NVP demo: the seed's 4-D flow, 6 affine couplings with masks b = (1,1,0,0) / (0,0,1,1),");
-    println!("s and t MLPs [4,32,32,4] (ReLU), standard normal base; {} FLOPs per row (mask-pruned).", flow.flops_per_row());
+    println!(
+        "s and t MLPs [4,32,32,4] (ReLU), standard normal base; {} FLOPs per row (mask-pruned).",
+        flow.flops_per_row()
+    );
     println!("device: {}\n", engine.name());
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
     let z = sample_base(&flow.base, flow.dim, rows, &mut rng);
@@ -591,10 +619,17 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
     Ok(())
 }
 
-fn bench(model: &str, devices: &[String], passes: &[String], mut options: BenchOptions, json: Option<&Path>) -> Result<()> {
+fn bench(
+    model: &str,
+    devices: &[String],
+    passes: &[String],
+    mut options: BenchOptions,
+    json: Option<&Path>,
+) -> Result<()> {
     let flow = match reference_model(model) {
         Some(flow) => flow,
-        None => load_flow(Path::new(model)).with_context(|| format!("{model} is neither a model file nor one of seed4d, d16, d64"))?,
+        None => load_flow(Path::new(model))
+            .with_context(|| format!("{model} is neither a model file nor one of seed4d, d16, d64"))?,
     };
     options.passes = passes
         .iter()

@@ -133,7 +133,9 @@ pub struct Linear {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu { negative_slope: f64 },
+    LeakyRelu {
+        negative_slope: f64,
+    },
     Tanh,
     /// ELU with α = 1.
     Elu,
@@ -274,7 +276,14 @@ impl PrunedNet {
     /// and GPU engines so that both run plain and residual nets the same way.
     pub fn schedule(&self) -> Vec<LinearStep> {
         let n = self.linears.len();
-        let step = |linear, src, dst, pre_activation, post, accumulate| LinearStep { linear, src, dst, pre_activation, post, accumulate };
+        let step = |linear, src, dst, pre_activation, post, accumulate| LinearStep {
+            linear,
+            src,
+            dst,
+            pre_activation,
+            post,
+            accumulate,
+        };
         if self.residual_blocks == 0 {
             let hidden = |k: usize| if k % 2 == 0 { Slot::A } else { Slot::B };
             return (0..n)
@@ -306,10 +315,9 @@ impl Coupling {
         let d_tr = transformed.len();
         let all = |n: usize| (0..n).collect::<Vec<_>>();
         let nets = match &self.conditioner {
-            Conditioner::MaskedSt { s, t } => vec![
-                PrunedNet::new(t, &identity, &transformed, 0),
-                PrunedNet::new(s, &identity, &transformed, d_tr),
-            ],
+            Conditioner::MaskedSt { s, t } => {
+                vec![PrunedNet::new(t, &identity, &transformed, 0), PrunedNet::new(s, &identity, &transformed, d_tr)]
+            }
             Conditioner::Shared { st, layout } => {
                 let rows = match layout {
                     Layout::ShiftScale => all(2 * d_tr),
@@ -341,7 +349,13 @@ impl PrunedNet {
                 }
             })
             .collect();
-        PrunedNet { linears, activation: mlp.activation, output: mlp.output, region_offset, residual_blocks: mlp.residual_blocks }
+        PrunedNet {
+            linears,
+            activation: mlp.activation,
+            output: mlp.output,
+            region_offset,
+            residual_blocks: mlp.residual_blocks,
+        }
     }
 }
 
@@ -431,14 +445,11 @@ impl Flow {
             }
             Layer::Permutation { perm } => {
                 let mut seen = vec![false; d];
-                let ok = perm.len() == d
-                    && perm.iter().all(|&p| p < d && !std::mem::replace(&mut seen[p], true));
+                let ok = perm.len() == d && perm.iter().all(|&p| p < d && !std::mem::replace(&mut seen[p], true));
                 if ok {
                     Ok(())
                 } else {
-                    Err(Error::Model(format!(
-                        "layer {i} (permutation): perm {perm:?} is not a permutation of 0..{d}"
-                    )))
+                    Err(Error::Model(format!("layer {i} (permutation): perm {perm:?} is not a permutation of 0..{d}")))
                 }
             }
         }
@@ -447,10 +458,7 @@ impl Flow {
 
 fn validate_coupling(i: usize, c: &Coupling, d: usize) -> Result<()> {
     if c.mask.len() != d {
-        return Err(Error::Model(format!(
-            "layer {i} (coupling): mask has length {} but dim is {d}",
-            c.mask.len()
-        )));
+        return Err(Error::Model(format!("layer {i} (coupling): mask has length {} but dim is {d}", c.mask.len())));
     }
     let d_id = c.mask.iter().filter(|&&b| b).count();
     let d_tr = d - d_id;

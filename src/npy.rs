@@ -69,7 +69,11 @@ impl NpyReader {
         let (rows, cols) = match header.shape[..] {
             [rows, cols] => (rows, cols),
             [rows] => (rows, 1),
-            ref shape => return Err(data_err(format!("expected a 2-D array of shape [N, D] (or [N] for D = 1), found shape {shape:?}"))),
+            ref shape => {
+                return Err(data_err(format!(
+                    "expected a 2-D array of shape [N, D] (or [N] for D = 1), found shape {shape:?}"
+                )))
+            }
         };
         let data_start = reader.stream_position().map_err(|e| Error::io(path, e))?;
         let expected = (rows as u128) * (cols as u128) * (dtype.size() as u128);
@@ -107,9 +111,9 @@ impl NpyReader {
         self.reader.read_exact(&mut self.bytes).map_err(|e| Error::io(&self.path, e))?;
         out.clear();
         match self.dtype {
-            NpyDtype::F32 => out.extend(
-                self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-            ),
+            NpyDtype::F32 => {
+                out.extend(self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))))
+            }
             NpyDtype::F64 => out.extend(
                 self.bytes
                     .chunks_exact(8)
@@ -138,11 +142,13 @@ impl NpyWriter {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(".realnvp-partial-")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(dir, e))?;
-        let header = Header { type_descriptor: PyValue::String(dtype.descr().into()), layout: Layout::Standard, shape: shape.to_vec() };
+        let tmp =
+            tempfile::Builder::new().prefix(".realnvp-partial-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        let header = Header {
+            type_descriptor: PyValue::String(dtype.descr().into()),
+            layout: Layout::Standard,
+            shape: shape.to_vec(),
+        };
         let bytes = header.to_bytes().map_err(|e| Error::Argument(format!("cannot encode .npy header: {e}")))?;
         let mut out = BufWriter::with_capacity(1 << 20, tmp);
         out.write_all(&bytes).map_err(|e| Error::io(path, e))?;

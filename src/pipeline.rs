@@ -171,7 +171,12 @@ fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
 
 /// Scores every row of `input` (`.npy`, `[N, D]`); writes per-row log p `[N]` to `output` if
 /// given; returns the batch summary.
-pub fn score_file(engine: &dyn Engine, input: &Path, output: Option<&Path>, opts: &StreamOptions) -> Result<ScoreSummary> {
+pub fn score_file(
+    engine: &dyn Engine,
+    input: &Path,
+    output: Option<&Path>,
+    opts: &StreamOptions,
+) -> Result<ScoreSummary> {
     let start = Instant::now();
     let mut reader = open_input(engine, input)?;
     let (rows, dim) = (reader.rows(), reader.cols());
@@ -246,7 +251,13 @@ pub fn transform_file(
 
 /// Draws `n` rows from the model (latent samples from the base, mapped latent→data) into
 /// `output` `[n, D]`, reproducibly from `seed` whatever the chunk size.
-pub fn sample_to_file(engine: &dyn Engine, n: usize, seed: u64, output: &Path, opts: &StreamOptions) -> Result<TransformSummary> {
+pub fn sample_to_file(
+    engine: &dyn Engine,
+    n: usize,
+    seed: u64,
+    output: &Path,
+    opts: &StreamOptions,
+) -> Result<TransformSummary> {
     let start = Instant::now();
     let flow = engine.flow();
     let dim = flow.dim;
@@ -292,9 +303,6 @@ fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: In
 }
 
 fn count_nonfinite_rows(values: &[f64], logdet: &[f64], dim: usize) -> u64 {
-    values
-        .chunks(dim)
-        .zip(logdet)
-        .filter(|(row, ld)| !ld.is_finite() || row.iter().any(|v| !v.is_finite()))
-        .count() as u64
+    values.chunks(dim).zip(logdet).filter(|(row, ld)| !ld.is_finite() || row.iter().any(|v| !v.is_finite())).count()
+        as u64
 }

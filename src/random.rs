@@ -104,7 +104,12 @@ pub fn init_flow(spec: &InitSpec, seed: u64) -> Result<Flow> {
             let s = random_mlp(&mut rng, &sizes, spec.activation, spec.s_output);
             let t = random_mlp(&mut rng, &sizes, spec.activation, OutputFn::Identity);
             let scale = default_scale(&mut rng, spec.scale, d);
-            Layer::Coupling(Coupling { mask, direction: spec.direction, conditioner: Conditioner::MaskedSt { s, t }, scale })
+            Layer::Coupling(Coupling {
+                mask,
+                direction: spec.direction,
+                conditioner: Conditioner::MaskedSt { s, t },
+                scale,
+            })
         })
         .collect();
     let flow = Flow { dim: d, base: Base::StandardNormal, layers };
@@ -136,7 +141,15 @@ pub fn random_mlp(rng: &mut ChaCha8Rng, sizes: &[usize], activation: Activation,
 
 /// A random residual net (nflows' ResidualNet shape, see [`Mlp`]): `inputs → hidden`,
 /// `blocks` residual blocks, `hidden → outputs`; weights as [`random_mlp`].
-pub fn random_residual_net(rng: &mut ChaCha8Rng, inputs: usize, hidden: usize, outputs: usize, blocks: usize, activation: Activation, output: OutputFn) -> Mlp {
+pub fn random_residual_net(
+    rng: &mut ChaCha8Rng,
+    inputs: usize,
+    hidden: usize,
+    outputs: usize,
+    blocks: usize,
+    activation: Activation,
+    output: OutputFn,
+) -> Mlp {
     let sizes = [vec![inputs], vec![hidden; 1 + 2 * blocks], vec![outputs]].concat();
     Mlp { residual_blocks: blocks, ..random_mlp(rng, &sizes, activation, output) }
 }

@@ -6,7 +6,9 @@
 
 use rayon::prelude::*;
 
-use crate::model::{Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn};
+use crate::model::{
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
+};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -66,11 +68,7 @@ fn for_each_row(
 ) {
     assert_eq!(input.len(), logdet.len() * d, "input must be [n, D] with n = logdet.len()");
     assert_eq!(input.len(), output.len(), "output must have the shape of the input");
-    input
-        .par_chunks(d)
-        .zip(output.par_chunks_mut(d))
-        .zip(logdet.par_iter_mut())
-        .for_each(|((i, o), ld)| *ld = f(i, o));
+    input.par_chunks(d).zip(output.par_chunks_mut(d)).zip(logdet.par_iter_mut()).for_each(|((i, o), ld)| *ld = f(i, o));
 }
 
 /// Data→latent for one row; returns log|det ∂z/∂x|.
@@ -105,9 +103,7 @@ pub fn row_to_data(flow: &Flow, z: &[f64], x: &mut [f64]) -> f64 {
 fn layer_to_latent(layer: &Layer, v: &mut [f64]) -> f64 {
     match layer {
         Layer::Coupling(c) => coupling(c, v, true),
-        Layer::ElementwiseAffine { direction, log_scale, shift } => {
-            elementwise(*direction, log_scale, shift, v, true)
-        }
+        Layer::ElementwiseAffine { direction, log_scale, shift } => elementwise(*direction, log_scale, shift, v, true),
         Layer::Permutation { perm } => {
             let src = v.to_vec();
             for (j, &p) in perm.iter().enumerate() {
@@ -122,9 +118,7 @@ fn layer_to_latent(layer: &Layer, v: &mut [f64]) -> f64 {
 fn layer_to_data(layer: &Layer, v: &mut [f64]) -> f64 {
     match layer {
         Layer::Coupling(c) => coupling(c, v, false),
-        Layer::ElementwiseAffine { direction, log_scale, shift } => {
-            elementwise(*direction, log_scale, shift, v, false)
-        }
+        Layer::ElementwiseAffine { direction, log_scale, shift } => elementwise(*direction, log_scale, shift, v, false),
         Layer::Permutation { perm } => {
             let src = v.to_vec();
             for (j, &p) in perm.iter().enumerate() {
@@ -187,10 +181,7 @@ pub fn conditioner_outputs(c: &Coupling, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
             let n = transformed.len();
             match layout {
                 Layout::ShiftScale => (out[n..].to_vec(), out[..n].to_vec()),
-                Layout::Interleaved => (
-                    (0..n).map(|k| out[2 * k + 1]).collect(),
-                    (0..n).map(|k| out[2 * k]).collect(),
-                ),
+                Layout::Interleaved => ((0..n).map(|k| out[2 * k + 1]).collect(), (0..n).map(|k| out[2 * k]).collect()),
             }
         }
     }

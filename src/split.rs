@@ -69,7 +69,9 @@ impl SplitEngine {
             let f = &f;
             let handles: Vec<_> =
                 self.engines.iter().zip(work).map(|(e, item)| scope.spawn(move || f(e.as_ref(), item))).collect();
-            handles.into_iter().try_for_each(|h| h.join().map_err(|_| Error::Gpu("an engine thread panicked".into()))?)
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().map_err(|_| Error::Gpu("an engine thread panicked".into()))?)
         })
     }
 }

@@ -24,7 +24,8 @@ fn s(p: &Path) -> &str {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     names
 }
@@ -34,7 +35,23 @@ fn init_score_forward_inverse_sample_round_trip() {
     let dir = common::tempdir();
     let d = dir.path();
     let model = d.join("m.safetensors");
-    ok(&["init", "--dim", "5", "--layers", "4", "--hidden", "16,16", "--activation", "leaky_relu:0.2", "--scale-fn", "tanh-exp", "--seed", "3", "-o", s(&model)]);
+    ok(&[
+        "init",
+        "--dim",
+        "5",
+        "--layers",
+        "4",
+        "--hidden",
+        "16,16",
+        "--activation",
+        "leaky_relu:0.2",
+        "--scale-fn",
+        "tanh-exp",
+        "--seed",
+        "3",
+        "-o",
+        s(&model),
+    ]);
     let info = ok(&["info", s(&model)]);
     assert!(info.contains("dimension        5") && info.contains("coupling"), "{info}");
 
@@ -42,7 +59,21 @@ fn init_score_forward_inverse_sample_round_trip() {
     let x_path = d.join("x.npy");
     write_all(&x_path, &[1000, 5], &x, NpyDtype::F64).unwrap();
     let logp_path = d.join("logp.npy");
-    let json = ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&logp_path), "--json", "--f64", "--chunk-rows", "77", "--device", "cpu"]);
+    let json = ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--input",
+        s(&x_path),
+        "--output",
+        s(&logp_path),
+        "--json",
+        "--f64",
+        "--chunk-rows",
+        "77",
+        "--device",
+        "cpu",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(summary["rows"], 1000);
     assert_eq!(summary["nonfinite_rows"], 0);
@@ -58,9 +89,36 @@ fn init_score_forward_inverse_sample_round_trip() {
     let bpd = -mean / (5.0 * std::f64::consts::LN_2);
     assert!((summary["bits_per_dim"].as_f64().unwrap() - bpd).abs() < 1e-9);
 
-    let (z_path, ld_path, back_path, ldi_path) = (d.join("z.npy"), d.join("ld.npy"), d.join("back.npy"), d.join("ldi.npy"));
-    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z_path), "--logdet", s(&ld_path), "--f64", "--device", "cpu"]);
-    ok(&["inverse", "--model", s(&model), "--input", s(&z_path), "--output", s(&back_path), "--logdet", s(&ldi_path), "--f64", "--device", "cpu"]);
+    let (z_path, ld_path, back_path, ldi_path) =
+        (d.join("z.npy"), d.join("ld.npy"), d.join("back.npy"), d.join("ldi.npy"));
+    ok(&[
+        "forward",
+        "--model",
+        s(&model),
+        "--input",
+        s(&x_path),
+        "--output",
+        s(&z_path),
+        "--logdet",
+        s(&ld_path),
+        "--f64",
+        "--device",
+        "cpu",
+    ]);
+    ok(&[
+        "inverse",
+        "--model",
+        s(&model),
+        "--input",
+        s(&z_path),
+        "--output",
+        s(&back_path),
+        "--logdet",
+        s(&ldi_path),
+        "--f64",
+        "--device",
+        "cpu",
+    ]);
     let (back, _, _) = read_all(&back_path).unwrap();
     let (ld, _, _) = read_all(&ld_path).unwrap();
     let (ldi, _, _) = read_all(&ldi_path).unwrap();
@@ -93,8 +151,19 @@ fn wrong_dimension_fails_clearly_and_writes_nothing() {
     write_all(&x_path, &[10, 3], &[0.5; 30], NpyDtype::F32).unwrap();
     let before = files_in(d);
     for cmd in ["score", "forward", "inverse"] {
-        let out = realnvp(&[cmd, "--model", s(&model), "--input", s(&x_path), "--output", s(&d.join("out.npy")), "--logdet", s(&d.join("ld.npy"))]
-            [..if cmd == "score" { 7 } else { 9 }]);
+        let out = realnvp(
+            &[
+                cmd,
+                "--model",
+                s(&model),
+                "--input",
+                s(&x_path),
+                "--output",
+                s(&d.join("out.npy")),
+                "--logdet",
+                s(&d.join("ld.npy")),
+            ][..if cmd == "score" { 7 } else { 9 }],
+        );
         assert!(!out.status.success(), "{cmd} accepted a 3-column input for a 4-D model");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("D = 4") && err.contains("3 columns"), "{cmd}: unclear message {err}");
@@ -110,12 +179,16 @@ fn bad_inputs_fail_with_messages() {
     ok(&["init", "--dim", "2", "--layers", "2", "--hidden", "4", "-o", s(&model)]);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("garbage.npy", b"hello".to_vec(), "not a valid .npy"),
-        ("truncated.npy", {
-            let p = d.join("full.npy");
-            write_all(&p, &[100, 2], &[0.1; 200], NpyDtype::F32).unwrap();
-            let b = std::fs::read(&p).unwrap();
-            b[..b.len() - 10].to_vec()
-        }, "truncated"),
+        (
+            "truncated.npy",
+            {
+                let p = d.join("full.npy");
+                write_all(&p, &[100, 2], &[0.1; 200], NpyDtype::F32).unwrap();
+                let b = std::fs::read(&p).unwrap();
+                b[..b.len() - 10].to_vec()
+            },
+            "truncated",
+        ),
     ];
     for (name, bytes, needle) in cases {
         let p = d.join(name);
@@ -148,8 +221,36 @@ fn nan_rows_are_counted_and_isolated() {
     write_all(&x_path, &[50, 3], &x, NpyDtype::F64).unwrap();
     write_all(&clean_path, &[48, 3], &clean, NpyDtype::F64).unwrap();
     let (lp, lp_clean) = (d.join("lp.npy"), d.join("lpc.npy"));
-    let dirty: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&x_path), "--output", s(&lp), "--json", "--f64", "--chunk-rows", "8", "--device", "cpu"])).unwrap();
-    let tidy: serde_json::Value = serde_json::from_str(&ok(&["score", "--model", s(&model), "--input", s(&clean_path), "--output", s(&lp_clean), "--json", "--f64", "--device", "cpu"])).unwrap();
+    let dirty: serde_json::Value = serde_json::from_str(&ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--input",
+        s(&x_path),
+        "--output",
+        s(&lp),
+        "--json",
+        "--f64",
+        "--chunk-rows",
+        "8",
+        "--device",
+        "cpu",
+    ]))
+    .unwrap();
+    let tidy: serde_json::Value = serde_json::from_str(&ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--input",
+        s(&clean_path),
+        "--output",
+        s(&lp_clean),
+        "--json",
+        "--f64",
+        "--device",
+        "cpu",
+    ]))
+    .unwrap();
     assert_eq!(dirty["nonfinite_rows"], 2);
     assert_eq!(dirty["finite_rows"], 48);
     assert_eq!(dirty["mean_log_likelihood"], tidy["mean_log_likelihood"]);

@@ -28,7 +28,8 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture_dir().join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture_dir().join("manifest.json")).unwrap()).unwrap();
     manifest["fixtures"]
         .as_array()
         .unwrap()
@@ -71,7 +72,11 @@ fn converted(f: &Fixture, dir: &Path) -> Flow {
 fn assert_close(name: &str, what: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{name}: {what} length");
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol * (1.0 + w.abs()), "{name}: {what}[{k}] = {g}, library {w} (|Δ| = {:e})", (g - w).abs());
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{name}: {what}[{k}] = {g}, library {w} (|Δ| = {:e})",
+            (g - w).abs()
+        );
     }
 }
 
@@ -122,14 +127,23 @@ fn converted_fixtures_pass_verify_on_native_and_gpu() {
 }
 
 /// Re-serializes a fixture's state_dict after `edit`, writes it to `dir`, and converts it.
-fn convert_edited(name: &str, library: &str, options: &[&str], dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> String {
+fn convert_edited(
+    name: &str,
+    library: &str,
+    options: &[&str],
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) -> String {
     let bytes = std::fs::read(fixture_dir().join(format!("{name}.state.safetensors"))).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<_> =
+        st.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(k, dt, shape, data)| (k.clone(), safetensors::tensor::TensorView::new(*dt, shape.clone(), data).unwrap()))
+        .map(|(k, dt, shape, data)| {
+            (k.clone(), safetensors::tensor::TensorView::new(*dt, shape.clone(), data).unwrap())
+        })
         .collect();
     let path = dir.join("edited.safetensors");
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
@@ -167,7 +181,17 @@ fn missing_unknown_and_mismatched_keys_are_named() {
     // mismatched options: split mode, hidden width, batch norm
     let err = convert_edited("normflows_shuffle_odd", "normflows", &["--split-mode", "channel"], d, |_| {});
     assert!(err.contains("flows.0.flows.1.param_map.net") && err.contains("--split-mode"), "{err}");
-    let nflows = ["--arch", "simple-realnvp", "--features", "6", "--layers", "4", "--blocks-per-layer", "2", "--batch-norm-between"];
+    let nflows = [
+        "--arch",
+        "simple-realnvp",
+        "--features",
+        "6",
+        "--layers",
+        "4",
+        "--blocks-per-layer",
+        "2",
+        "--batch-norm-between",
+    ];
     let err = convert_edited("nflows_realnvp_bn", "nflows", &[&nflows[..], &["--hidden", "16"]].concat(), d, |_| {});
     assert!(err.contains("_transform._transforms.0.transform_net.initial_layer.weight"), "{err}");
     let err = convert_edited("nflows_realnvp_bn", "nflows", &[&nflows[..8], &["--hidden", "32"]].concat(), d, |_| {});

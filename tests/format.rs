@@ -30,7 +30,10 @@ fn full_flow() -> Flow {
     let shared = Coupling {
         mask: vec![false, true, false, true],
         direction: Direction::LatentToData,
-        conditioner: Conditioner::Shared { st: random_mlp(&mut rng, &[2, 6, 4], act, OutputFn::Identity), layout: Layout::Interleaved },
+        conditioner: Conditioner::Shared {
+            st: random_mlp(&mut rng, &[2, 6, 4], act, OutputFn::Identity),
+            layout: Layout::Interleaved,
+        },
         scale: ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
     };
     let residual = Coupling {
@@ -47,7 +50,11 @@ fn full_flow() -> Flow {
         base: Base::DiagonalNormal { loc: vec![0.1, -0.2, 0.3, 0.0], log_scale: vec![0.1, 0.2, -0.1, 0.05] },
         layers: vec![
             Layer::Coupling(masked),
-            Layer::ElementwiseAffine { direction: Direction::LatentToData, log_scale: vec![0.1, 0.2, 0.3, 0.4], shift: vec![1.0, 2.0, 3.0, 4.0] },
+            Layer::ElementwiseAffine {
+                direction: Direction::LatentToData,
+                log_scale: vec![0.1, 0.2, 0.3, 0.4],
+                shift: vec![1.0, 2.0, 3.0, 4.0],
+            },
             Layer::Permutation { perm: vec![2, 3, 0, 1] },
             Layer::Coupling(shared),
             Layer::Coupling(residual),
@@ -130,25 +137,34 @@ fn unedited_file_loads() {
 
 #[test]
 fn shape_mismatch_names_the_tensor() {
-    let bytes = edited(|_| {}, |t| {
-        t.insert("layers.0.s.0.weight".into(), (Dtype::F32, vec![4, 8], f32_bytes(&[0.5; 32])));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("layers.0.s.0.weight".into(), (Dtype::F32, vec![4, 8], f32_bytes(&[0.5; 32])));
+        },
+    );
     expect_error(&bytes, &["layers.0.s.0.weight", "[4, 8]", "[8, 4]"]);
 }
 
 #[test]
 fn missing_tensor_names_the_tensor() {
-    let bytes = edited(|_| {}, |t| {
-        t.remove("layers.3.st.1.bias");
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.remove("layers.3.st.1.bias");
+        },
+    );
     expect_error(&bytes, &["missing tensor layers.3.st.1.bias"]);
 }
 
 #[test]
 fn unexpected_tensor_is_reported() {
-    let bytes = edited(|_| {}, |t| {
-        t.insert("layers.2.extra".into(), (Dtype::F32, vec![1], f32_bytes(&[1.0])));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("layers.2.extra".into(), (Dtype::F32, vec![1], f32_bytes(&[1.0])));
+        },
+    );
     expect_error(&bytes, &["unexpected", "layers.2.extra"]);
 }
 
@@ -189,27 +205,39 @@ fn non_permutation_is_rejected() {
 
 #[test]
 fn non_finite_weights_are_rejected() {
-    let bytes = edited(|_| {}, |t| {
-        let mut w = vec![0.25f32; 8];
-        w[5] = f32::NAN;
-        t.insert("layers.0.t.0.bias".into(), (Dtype::F32, vec![8], f32_bytes(&w)));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            let mut w = vec![0.25f32; 8];
+            w[5] = f32::NAN;
+            t.insert("layers.0.t.0.bias".into(), (Dtype::F32, vec![8], f32_bytes(&w)));
+        },
+    );
     expect_error(&bytes, &["layers.0.t.0.bias", "non-finite", "index 5"]);
-    let bytes = edited(|_| {}, |t| {
-        t.insert("base.loc".into(), (Dtype::F32, vec![4], f32_bytes(&[0.0, f32::INFINITY, 0.0, 0.0])));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("base.loc".into(), (Dtype::F32, vec![4], f32_bytes(&[0.0, f32::INFINITY, 0.0, 0.0])));
+        },
+    );
     expect_error(&bytes, &["base.loc", "non-finite"]);
 }
 
 #[test]
 fn other_dtypes_are_rejected() {
-    let bytes = edited(|_| {}, |t| {
-        t.insert("layers.1.shift".into(), (Dtype::I32, vec![4], vec![0u8; 16]));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("layers.1.shift".into(), (Dtype::I32, vec![4], vec![0u8; 16]));
+        },
+    );
     expect_error(&bytes, &["layers.1.shift", "I32", "F32 and F64"]);
-    let bytes = edited(|_| {}, |t| {
-        t.insert("layers.1.shift".into(), (Dtype::F16, vec![4], vec![0u8; 8]));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("layers.1.shift".into(), (Dtype::F16, vec![4], vec![0u8; 8]));
+        },
+    );
     expect_error(&bytes, &["layers.1.shift", "F16"]);
 }
 
@@ -217,9 +245,12 @@ fn other_dtypes_are_rejected() {
 fn dimension_mismatches_are_rejected() {
     // config says D = 5: every vector of length 4 is now wrong
     expect_error(&edited(|c| c["dim"] = json!(5), |_| {}), &["base.loc", "expected [5]"]);
-    let bytes = edited(|_| {}, |t| {
-        t.insert("layers.0.alpha".into(), (Dtype::F32, vec![3], f32_bytes(&[0.5; 3])));
-    });
+    let bytes = edited(
+        |_| {},
+        |t| {
+            t.insert("layers.0.alpha".into(), (Dtype::F32, vec![3], f32_bytes(&[0.5; 3])));
+        },
+    );
     expect_error(&bytes, &["layers.0.alpha", "[3]", "[4]"]);
     let bytes = edited(|c| c["layers"][0]["nets"]["s"]["sizes"] = json!([3, 8, 4]), |_| {});
     expect_error(&bytes, &["layers.0.s.0.weight"]);
@@ -228,20 +259,40 @@ fn dimension_mismatches_are_rejected() {
 
 #[test]
 fn conditioner_and_net_mismatches_are_rejected() {
-    expect_error(&edited(|c| { c["layers"][3].as_object_mut().unwrap().remove("layout"); }, |_| {}), &["layer 3", "layout"]);
+    expect_error(
+        &edited(
+            |c| {
+                c["layers"][3].as_object_mut().unwrap().remove("layout");
+            },
+            |_| {},
+        ),
+        &["layer 3", "layout"],
+    );
     expect_error(&edited(|c| c["layers"][0]["layout"] = json!("interleaved"), |_| {}), &["layer 0", "layout"]);
     expect_error(&edited(|c| c["layers"][0]["conditioner"] = json!("shared"), |_| {}), &["layer 0", "st"]);
     expect_error(
-        &edited(|c| {
-            c["layers"][0]["nets"]["s"]["activation"] = json!("relu");
-            c["layers"][0]["nets"]["s"]["negative_slope"] = json!(0.1);
-        }, |_| {}),
+        &edited(
+            |c| {
+                c["layers"][0]["nets"]["s"]["activation"] = json!("relu");
+                c["layers"][0]["nets"]["s"]["negative_slope"] = json!(0.1);
+            },
+            |_| {},
+        ),
         &["layers.0.s", "negative_slope"],
     );
-    expect_error(&edited(|c| c["layers"][1]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}), &["scale"]);
-    expect_error(&edited(|c| c["layers"][0]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}), &["layer 0", "bound"]);
+    expect_error(
+        &edited(|c| c["layers"][1]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}),
+        &["scale"],
+    );
+    expect_error(
+        &edited(|c| c["layers"][0]["scale"] = json!({"fn": "soft_clamp_exp", "bound": -1.0}), |_| {}),
+        &["layer 0", "bound"],
+    );
     // a residual net's block count must match its Linears (1 block: 4 Linears, not 2 + 2·2)
-    expect_error(&edited(|c| c["layers"][4]["nets"]["st"]["residual_blocks"] = json!(2), |_| {}), &["layers.4.st", "residual"]);
+    expect_error(
+        &edited(|c| c["layers"][4]["nets"]["st"]["residual_blocks"] = json!(2), |_| {}),
+        &["layers.4.st", "residual"],
+    );
     expect_error(&edited(|c| c["layers"][4]["nets"]["st"]["residual_blocks"] = json!(-1), |_| {}), &["expected usize"]);
 }
 
@@ -250,7 +301,11 @@ fn unsupported_version_and_missing_config_are_rejected() {
     expect_error(&edited(|c| c["version"] = json!(2), |_| {}), &["version 2"]);
     let plain = safetensors::serialize(Vec::<(String, TensorView)>::new(), None).unwrap();
     expect_error(&plain, &["__metadata__", "realnvp"]);
-    let not_json = safetensors::serialize(Vec::<(String, TensorView)>::new(), Some(HashMap::from([("realnvp".into(), "{oops".into())]))).unwrap();
+    let not_json = safetensors::serialize(
+        Vec::<(String, TensorView)>::new(),
+        Some(HashMap::from([("realnvp".into(), "{oops".into())])),
+    )
+    .unwrap();
     expect_error(&not_json, &["config JSON"]);
 }
 

@@ -39,11 +39,16 @@ fn open(flow: &Flow, chunk_rows: usize) -> Option<Box<dyn Engine>> {
 
 #[test]
 fn naga_validates_every_generated_variant() {
-    let mut flows: Vec<Flow> = agreement::CASES.iter().zip(common::seeds(9)).map(|(&(d, depth, h), s)| random_mixed_flow(d, depth, h, s)).collect();
+    let mut flows: Vec<Flow> = agreement::CASES
+        .iter()
+        .zip(common::seeds(9))
+        .map(|(&(d, depth, h), s)| random_mixed_flow(d, depth, h, s))
+        .collect();
     flows.push(init_flow(&InitSpec::seed4d(6), 1).unwrap());
     for flow in flows {
         let source = kernel::generate(&flow);
-        let module = naga::front::wgsl::parse_str(&source.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source.wgsl)));
+        let module =
+            naga::front::wgsl::parse_str(&source.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source.wgsl)));
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("naga rejects the kernel for D = {}: {e:?}", flow.dim));
@@ -118,13 +123,28 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     let d = dir.path();
     let model = d.join("m.safetensors");
     let path = |name: &str| d.join(name).to_str().unwrap().to_owned();
-    assert!(realnvp(&["init", "--dim", "4", "--layers", "1", "--hidden", "8", "-o", &path("m.safetensors")]).status.success());
+    assert!(realnvp(&["init", "--dim", "4", "--layers", "1", "--hidden", "8", "-o", &path("m.safetensors")])
+        .status
+        .success());
     let flow = realnvp::format::load_flow(&model).unwrap();
 
     // per-row output through several chunks against the reference
     let x = common::gaussian_rows(5000, 4, 9);
     write_all(&d.join("x.npy"), &[5000, 4], &x, NpyDtype::F32).unwrap();
-    let out = realnvp(&["score", "--model", &path("m.safetensors"), "--input", &path("x.npy"), "--output", &path("lp.npy"), "--device", "gpu", "--chunk-rows", "1000", "--json"]);
+    let out = realnvp(&[
+        "score",
+        "--model",
+        &path("m.safetensors"),
+        "--input",
+        &path("x.npy"),
+        "--output",
+        &path("lp.npy"),
+        "--device",
+        "gpu",
+        "--chunk-rows",
+        "1000",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["engine"].as_str().unwrap().starts_with("gpu"));
@@ -139,7 +159,16 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     let rss = |rows: usize| -> u64 {
         let name = format!("big{rows}.npy");
         write_all(&d.join(&name), &[rows, 4], &vec![0.25; rows * 4], NpyDtype::F32).unwrap();
-        let out = realnvp(&["score", "--model", &path("m.safetensors"), "--input", &path(&name), "--device", "gpu", "--json"]);
+        let out = realnvp(&[
+            "score",
+            "--model",
+            &path("m.safetensors"),
+            "--input",
+            &path(&name),
+            "--device",
+            "gpu",
+            "--json",
+        ]);
         assert!(out.status.success());
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         std::fs::remove_file(d.join(&name)).unwrap();

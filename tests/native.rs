@@ -51,7 +51,11 @@ fn cli_verify_passes_on_native_for_init_models() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let out = run(&["verify", "--model", model, "-n", "5000", "--device", "native"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && stdout.contains("PASS"), "D = {dim}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && stdout.contains("PASS"),
+            "D = {dim}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("native"), "{stdout}");
     }
 }

@@ -36,8 +36,18 @@ fn seed_layer(direction: Direction) -> Coupling {
         mask: vec![true, true, false, false],
         direction,
         conditioner: Conditioner::MaskedSt {
-            s: Mlp { linears: vec![linear(4, 4, &ws, &[0.1, 0.2, -0.3, 0.25])], activation: Activation::Relu, output: OutputFn::Identity, residual_blocks: 0 },
-            t: Mlp { linears: vec![linear(4, 4, &wt, &[0.0, 0.0, 0.4, -0.5])], activation: Activation::Relu, output: OutputFn::Identity, residual_blocks: 0 },
+            s: Mlp {
+                linears: vec![linear(4, 4, &ws, &[0.1, 0.2, -0.3, 0.25])],
+                activation: Activation::Relu,
+                output: OutputFn::Identity,
+                residual_blocks: 0,
+            },
+            t: Mlp {
+                linears: vec![linear(4, 4, &wt, &[0.0, 0.0, 0.4, -0.5])],
+                activation: Activation::Relu,
+                output: OutputFn::Identity,
+                residual_blocks: 0,
+            },
         },
         scale: ScaleFn::Exp,
     }
@@ -45,7 +55,8 @@ fn seed_layer(direction: Direction) -> Coupling {
 
 #[test]
 fn seed_coupling_matches_hand_computed_values() {
-    let flow = Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))] };
+    let flow =
+        Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))] };
     let x = [0.7, -1.3, 0.4, 2.1];
     // s3 = 0.5·x1 − 0.7·x2 − 0.3, s4 = −0.6·x1 + 0.2·x2 + 0.25 (x3, x4 are masked out)
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
@@ -73,7 +84,8 @@ fn seed_coupling_matches_hand_computed_values() {
 #[test]
 fn latent_to_data_direction_inverts_the_stored_map() {
     // normflows' convention: the stored map goes latent→data, so data→latent divides.
-    let flow = Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))] };
+    let flow =
+        Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))] };
     let x = [0.7, -1.3, 0.4, 2.1];
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
     let t3 = 0.9 * 0.7 - 1.1 * -1.3 + 0.4;
@@ -142,16 +154,22 @@ fn random_flows_cover_every_kind() {
     for scale in 0..4 {
         assert!(any(&|c| matches!(
             (&c.scale, scale),
-            (ScaleFn::Exp, 0) | (ScaleFn::TanhExp { .. }, 1) | (ScaleFn::Sigmoid { .. }, 2) | (ScaleFn::SoftClampExp { .. }, 3)
+            (ScaleFn::Exp, 0)
+                | (ScaleFn::TanhExp { .. }, 1)
+                | (ScaleFn::Sigmoid { .. }, 2)
+                | (ScaleFn::SoftClampExp { .. }, 3)
         )));
     }
     assert!(any(&|c| c.direction == Direction::DataToLatent) && any(&|c| c.direction == Direction::LatentToData));
     for act in ALL_ACTIVATIONS {
         let uses = |m: &Mlp| std::mem::discriminant(&m.activation) == std::mem::discriminant(&act);
-        assert!(any(&|c| match &c.conditioner {
-            Conditioner::MaskedSt { s, .. } => uses(s),
-            Conditioner::Shared { st, .. } => uses(st),
-        }), "no random flow uses {act:?}");
+        assert!(
+            any(&|c| match &c.conditioner {
+                Conditioner::MaskedSt { s, .. } => uses(s),
+                Conditioner::Shared { st, .. } => uses(st),
+            }),
+            "no random flow uses {act:?}"
+        );
     }
     let layers = || flows.iter().flat_map(|f| f.layers.iter());
     assert!(layers().any(|l| matches!(l, Layer::ElementwiseAffine { direction: Direction::LatentToData, .. })));
@@ -187,7 +205,11 @@ fn logdet_equals_finite_difference_jacobian() {
             let mut z = vec![0.0; flow.dim];
             let logdet = reference::row_to_latent(&flow, row, &mut z);
             let numeric = common::finite_difference_logdet(&flow, row, 1e-6);
-            assert!((logdet - numeric).abs() < 1e-6, "log-det {logdet} vs finite differences {numeric} (D = {})", flow.dim);
+            assert!(
+                (logdet - numeric).abs() < 1e-6,
+                "log-det {logdet} vs finite differences {numeric} (D = {})",
+                flow.dim
+            );
         }
     }
 }

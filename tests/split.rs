@@ -11,7 +11,8 @@ mod common;
 #[test]
 fn split_engine_merges_results_in_row_order() {
     let flow = Arc::new(random_mixed_flow(5, 6, 16, 42));
-    let engines: Vec<Box<dyn Engine>> = (0..3).map(|_| Box::new(CpuReference::new(flow.clone())) as Box<dyn Engine>).collect();
+    let engines: Vec<Box<dyn Engine>> =
+        (0..3).map(|_| Box::new(CpuReference::new(flow.clone())) as Box<dyn Engine>).collect();
     let split = SplitEngine::new(flow.clone(), engines).unwrap();
     let shares: f64 = split.shares().iter().map(|(_, s)| s).sum();
     assert!((shares - 1.0).abs() < 1e-12);

@@ -98,15 +98,30 @@ struct Timer {
 
 impl Timer {
     fn new(device: &wgpu::Device) -> Self {
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("fma"), ty: wgpu::QueryType::Timestamp, count: 2 });
-        let buffer = |usage| device.create_buffer(&wgpu::BufferDescriptor { label: Some("fma time"), size: 16, usage, mapped_at_creation: false });
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("fma"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let buffer = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("fma time"),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
         let resolved = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
         let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
         Timer { set, resolved, readback }
     }
 
     fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
-        wgpu::ComputePassTimestampWrites { query_set: &self.set, beginning_of_pass_write_index: Some(0), end_of_pass_write_index: Some(1) }
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        }
     }
 
     fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
@@ -121,7 +136,8 @@ impl Timer {
         device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(e.to_string()))?;
         let ticks = {
             let view = slice.get_mapped_range().map_err(|e| Error::Gpu(e.to_string()))?;
-            let word = |k: usize| view.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+            let word =
+                |k: usize| view.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
             word(1).saturating_sub(word(0))
         };
         self.readback.unmap();

@@ -9,7 +9,9 @@
 //! so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
 
-use crate::model::{Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
+use crate::model::{
+    Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot,
+};
 
 /// The shader, loaded at build time.
 pub const TEMPLATE: &str = include_str!("../../shaders/flow.wgsl");
@@ -38,7 +40,14 @@ pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
 /// Builds the kernel source for a validated flow.
 pub fn generate(flow: &Flow) -> KernelSource {
-    let mut p = Packer { weights: Vec::new(), plan: vec![0; flow.layers.len()], width: 1, loop_iterations: 0, slot_c: false, slot_fixups: Vec::new() };
+    let mut p = Packer {
+        weights: Vec::new(),
+        plan: vec![0; flow.layers.len()],
+        width: 1,
+        loop_iterations: 0,
+        slot_c: false,
+        slot_fixups: Vec::new(),
+    };
     for (i, layer) in flow.layers.iter().enumerate() {
         p.plan[i] = p.plan.len() as u32;
         p.layer(layer);

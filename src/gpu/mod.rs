@@ -223,7 +223,19 @@ impl GpuEngine {
         let slots = (0..2).map(|k| create_slot(&device, &layout, &model, &spec, k)).collect();
         let tick_ns = timestamps.then(|| f64::from(queue.get_timestamp_period()));
         let stats = Mutex::new(KernelStats::default());
-        Ok(GpuEngine { flow, info, device, queue, pipelines, slots: Mutex::new(slots), chunk_rows, max_groups_x, errors, tick_ns, stats })
+        Ok(GpuEngine {
+            flow,
+            info,
+            device,
+            queue,
+            pipelines,
+            slots: Mutex::new(slots),
+            chunk_rows,
+            max_groups_x,
+            errors,
+            tick_ns,
+            stats,
+        })
     }
 
     /// True when kernel times come from GPU timestamp queries.
@@ -256,14 +268,22 @@ impl GpuEngine {
     }
 
     /// Runs `op` over all rows of `input` ([n, D]), two chunks in flight.
-    fn run(&self, op: Op, input: &[f64], mut rows_out: Option<&mut [f64]>, scalar: &mut [f64], mut sum: Option<&mut LogLikelihoodSum>) -> Result<()> {
+    fn run(
+        &self,
+        op: Op,
+        input: &[f64],
+        mut rows_out: Option<&mut [f64]>,
+        scalar: &mut [f64],
+        mut sum: Option<&mut LogLikelihoodSum>,
+    ) -> Result<()> {
         let d = self.flow.dim;
         let n = scalar.len();
         check_len(input.len(), n * d)?;
         if let Some(out) = rows_out.as_deref() {
             check_len(out.len(), n * d)?;
         }
-        let mut slots = self.slots.lock().map_err(|_| Error::Gpu("engine state poisoned by an earlier panic".into()))?;
+        let mut slots =
+            self.slots.lock().map_err(|_| Error::Gpu("engine state poisoned by an earlier panic".into()))?;
         // Chunk c uses slot c % 2; before it is submitted, chunk c − 2 (same slot) is collected.
         // Chunks are collected in order, so partial sums are added in row order.
         let mut in_flight: VecDeque<(usize, Pending)> = VecDeque::with_capacity(2);
@@ -305,7 +325,8 @@ impl GpuEngine {
                 beginning_of_pass_write_index: Some(0),
                 end_of_pass_write_index: Some(1),
             });
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("fused flow"), timestamp_writes });
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("fused flow"), timestamp_writes });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &slot.bind_group, &[]);
             pass.dispatch_workgroups(groups_x as u32, groups_y as u32, 1);
@@ -330,7 +351,14 @@ impl GpuEngine {
         Ok(Pending { first_row, rows, groups, op, submission, mapped: rx })
     }
 
-    fn collect(&self, slot: &Slot, p: Pending, rows_out: Option<&mut [f64]>, scalar: &mut [f64], sum: Option<&mut LogLikelihoodSum>) -> Result<()> {
+    fn collect(
+        &self,
+        slot: &Slot,
+        p: Pending,
+        rows_out: Option<&mut [f64]>,
+        scalar: &mut [f64],
+        sum: Option<&mut LogLikelihoodSum>,
+    ) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait { submission_index: Some(p.submission), timeout: None })
             .map_err(|e| Error::Gpu(format!("{}: {e}", self.info.name)))?;
@@ -361,7 +389,8 @@ impl GpuEngine {
                 .zip(&floats[s..s + p.rows])
                 .for_each(|(o, &v)| *o = f64::from(v));
             let ticks = &view[layout.timer_at as usize..layout.total() as usize];
-            let tick = |k: usize| ticks.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+            let tick =
+                |k: usize| ticks.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
             self.record_kernel_time(tick(0), tick(1));
             if let (Op::LogProb, Some(sum)) = (p.op, sum) {
                 let q = at(layout.partials_at);
@@ -454,7 +483,11 @@ fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
     let uniform = wgpu::BindGroupLayoutEntry {
         binding: 5,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
         count: None,
     };
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -471,7 +504,12 @@ fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
     })
 }
 
-fn create_pipelines(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, wgsl: &str, adapter: &str) -> Result<Pipelines> {
+fn create_pipelines(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    wgsl: &str,
+    adapter: &str,
+) -> Result<Pipelines> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     // Runtime checks stay on. Every index is in bounds by construction (see shaders/flow.wgsl),
     // but with bounds checks off (`create_shader_module_trusted`, with or without loop
@@ -500,7 +538,8 @@ fn create_pipelines(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, wgsl:
             cache: None,
         })
     };
-    let pipelines = Pipelines { log_prob: make("log_prob_main"), to_latent: make("to_latent_main"), to_data: make("to_data_main") };
+    let pipelines =
+        Pipelines { log_prob: make("log_prob_main"), to_latent: make("to_latent_main"), to_data: make("to_data_main") };
     match pollster::block_on(scope.pop()) {
         None => Ok(pipelines),
         Some(e) => Err(Error::Gpu(format!("shader compilation failed on {adapter}: {e}"))),
@@ -522,13 +561,24 @@ struct SlotSpec {
     timestamps: bool,
 }
 
-fn create_slot(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, model: &ModelBuffers, spec: &SlotSpec, k: usize) -> Slot {
+fn create_slot(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    model: &ModelBuffers,
+    spec: &SlotSpec,
+    k: usize,
+) -> Slot {
     let SlotSpec { dim, chunk_rows, max_groups_x, timestamps } = *spec;
     let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
     let groups_x = groups.min(max_groups_x);
     let grid_groups = groups_x * groups.div_ceil(groups_x);
     let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
-        device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: size.max(16), usage, mapped_at_creation: false })
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage,
+            mapped_at_creation: false,
+        })
     };
     use wgpu::BufferUsages as U;
     let rows_bytes = (chunk_rows * dim * 4) as u64;
@@ -537,7 +587,11 @@ fn create_slot(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, model: &Mo
     let scalar = buffer(&format!("scalar{k}"), (chunk_rows * 4) as u64, U::STORAGE | U::COPY_SRC);
     let partials = buffer(&format!("partials{k}"), (grid_groups * 8) as u64, U::STORAGE | U::COPY_SRC);
     let params = buffer(&format!("params{k}"), 16, U::UNIFORM | U::COPY_DST);
-    let readback = buffer(&format!("readback{k}"), ReadbackLayout::new(dim, chunk_rows, grid_groups).total(), U::MAP_READ | U::COPY_DST);
+    let readback = buffer(
+        &format!("readback{k}"),
+        ReadbackLayout::new(dim, chunk_rows, grid_groups).total(),
+        U::MAP_READ | U::COPY_DST,
+    );
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("flow"),
         layout,
@@ -552,10 +606,24 @@ fn create_slot(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, model: &Mo
         ],
     });
     let timer = timestamps.then(|| {
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("kernel time"), ty: wgpu::QueryType::Timestamp, count: 2 });
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel time"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
         (set, buffer(&format!("timestamps{k}"), 16, U::QUERY_RESOLVE | U::COPY_SRC))
     });
-    Slot { input, rows_out, scalar, partials, params, readback, bind_group, staging: Vec::with_capacity(chunk_rows * dim), timer }
+    Slot {
+        input,
+        rows_out,
+        scalar,
+        partials,
+        params,
+        readback,
+        bind_group,
+        staging: Vec::with_capacity(chunk_rows * dim),
+        timer,
+    }
 }
 
 impl Engine for GpuEngine {

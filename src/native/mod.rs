@@ -51,21 +51,9 @@ struct Widths {
 }
 
 enum Step {
-    Coupling {
-        identity: Vec<usize>,
-        transformed: Vec<usize>,
-        stored_to_latent: bool,
-        scale: LogScale,
-        nets: Vec<Net>,
-    },
-    Affine {
-        stored_to_latent: bool,
-        log_scale: Vec<f32>,
-        shift: Vec<f32>,
-    },
-    Permutation {
-        perm: Vec<usize>,
-    },
+    Coupling { identity: Vec<usize>, transformed: Vec<usize>, stored_to_latent: bool, scale: LogScale, nets: Vec<Net> },
+    Affine { stored_to_latent: bool, log_scale: Vec<f32>, shift: Vec<f32> },
+    Permutation { perm: Vec<usize> },
 }
 
 struct Net {
@@ -121,10 +109,7 @@ impl NativeEngine {
             .par_chunks(TILE_ROWS * d)
             .zip(outs)
             .zip(scalar.par_chunks_mut(TILE_ROWS))
-            .for_each_init(
-                || Workspace::new(&self.plan),
-                |ws, ((x, o), s)| ws.run_tile(&self.plan, pass, x, o, s),
-            );
+            .for_each_init(|| Workspace::new(&self.plan), |ws, ((x, o), s)| ws.run_tile(&self.plan, pass, x, o, s));
     }
 }
 
@@ -198,7 +183,9 @@ impl Step {
         let pruned = c.pruned_conditioner();
         let scale = match &c.scale {
             ScaleFn::Exp => LogScale::Exp,
-            ScaleFn::TanhExp { alpha } => LogScale::TanhExp(pruned.transformed.iter().map(|&f| alpha[f] as f32).collect()),
+            ScaleFn::TanhExp { alpha } => {
+                LogScale::TanhExp(pruned.transformed.iter().map(|&f| alpha[f] as f32).collect())
+            }
             ScaleFn::Sigmoid { offset, eps } => LogScale::Sigmoid { offset: *offset as f32, eps: *eps as f32 },
             ScaleFn::SoftClampExp { bound } => LogScale::SoftClampExp(*bound as f32),
         };
@@ -229,7 +216,8 @@ impl Net {
             model::Activation::Silu => kernels::Activation::Silu,
             model::Activation::Gelu => kernels::Activation::Gelu,
         };
-        let dense = |l: &Linear| (Dense { inputs: l.inputs, outputs: l.outputs, weight: f32s(&l.weight) }, f32s(&l.bias));
+        let dense =
+            |l: &Linear| (Dense { inputs: l.inputs, outputs: l.outputs, weight: f32s(&l.weight) }, f32s(&l.bias));
         Net {
             linears: net.linears.iter().map(dense).collect(),
             schedule: net.schedule(),
@@ -363,7 +351,13 @@ impl Workspace {
                     lf.fill(ls);
                     let t = &mut self.cond_in[..rows];
                     t.fill(sh);
-                    kernels::affine_rows(&mut self.v[f * rows..(f + 1) * rows], lf, t, &mut self.logdet[..rows], apply_stored);
+                    kernels::affine_rows(
+                        &mut self.v[f * rows..(f + 1) * rows],
+                        lf,
+                        t,
+                        &mut self.logdet[..rows],
+                        apply_stored,
+                    );
                 }
             }
             Step::Permutation { perm } => {

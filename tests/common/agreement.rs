@@ -57,7 +57,13 @@ pub fn inverse_of_forward_is_identity(open: Open) {
 }
 
 /// log p of `x` handed to the engine in pieces of `piece_rows`.
-pub fn log_prob_in_pieces(open: Open, flow: &Flow, x: &[f64], chunk_rows: usize, piece_rows: usize) -> Option<(Vec<f64>, LogLikelihoodSum)> {
+pub fn log_prob_in_pieces(
+    open: Open,
+    flow: &Flow,
+    x: &[f64],
+    chunk_rows: usize,
+    piece_rows: usize,
+) -> Option<(Vec<f64>, LogLikelihoodSum)> {
     let engine = open(flow, chunk_rows)?;
     let d = flow.dim;
     let n = x.len() / d;
@@ -98,7 +104,8 @@ pub fn nan_rows_are_isolated(open: Open) {
     }
     assert_eq!(sum.finite_rows, 598);
     assert_eq!(sum.rows, 600);
-    let expected: f64 = lp_clean.iter().enumerate().filter(|(r, _)| *r != 10 && *r != 300).map(|(_, v)| v).sum::<f64>() / 598.0;
+    let expected: f64 =
+        lp_clean.iter().enumerate().filter(|(r, _)| *r != 10 && *r != 300).map(|(_, v)| v).sum::<f64>() / 598.0;
     assert!((sum.mean() - expected).abs() < 1e-5 * expected.abs(), "finite-row mean {} vs {expected}", sum.mean());
     let (mut z, mut ld) = (vec![0.0; 2400], vec![0.0; 600]);
     open(&flow, 256).unwrap().forward_to_latent(&dirty, &mut z, &mut ld).unwrap();
