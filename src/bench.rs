@@ -289,7 +289,7 @@ fn call(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mu
 /// accumulators, best SIMD the CPU has).
 pub fn native_fma_gflops() -> f64 {
     use rayon::prelude::*;
-    const ITERS: usize = 2_000_000;
+    const ITERS: usize = 40_000_000; // ≈ 0.1 s per thread: long enough to be stable
     let threads = rayon::current_num_threads();
     let mut best = 0.0f64;
     for _ in 0..3 {
