@@ -119,7 +119,10 @@ pub struct BenchOptions {
 
 /// Runs the benchmark; `progress` receives one line per finished measurement.
 pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn Fn(&str)) -> BenchReport {
-    let x = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, options.rows, &mut rand_seed());
+    // Rows are drawn once into a buffer of at most BUFFER_VALUES values and cycled through, so
+    // that 10⁸-row runs do not need 10⁸ rows in memory.
+    let buffer_rows = options.rows.min((BUFFER_VALUES / flow.dim).max(1));
+    let x = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed());
     let mut devices = Vec::new();
     if options.native {
         let fma = native_fma_gflops();
@@ -199,7 +202,7 @@ fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(
         error: None,
     };
     for &pass in &options.passes {
-        match time_pass(t.engine, t.gpu, t.fma, pass, x, options.repeats, options.max_seconds) {
+        match time_pass(t.engine, t.gpu, t.fma, pass, x, options.rows, options.repeats, options.max_seconds) {
             Ok(mut r) => {
                 r.chunk_rows = t.chunk_rows;
                 progress(&format!("{name}: {} {:.0} rows/s", pass.label(), r.rows_per_second));
@@ -214,23 +217,30 @@ fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(
     report
 }
 
-/// Times one pass: warm-up, then the best of `repeats` runs over all of `x`, or over fewer
-/// rows (and one run) when the warm-up predicts more than `max_seconds`.
+/// Values (rows × D) of input held in memory by [`run`]: 256 MiB of float64.
+const BUFFER_VALUES: usize = 1 << 25;
+
+/// Times one pass: warm-up, then the best of `repeats` runs over `rows` rows taken cyclically
+/// from the buffer `x`, or over fewer rows (and one run) when the warm-up predicts more than
+/// `max_seconds`.
+#[allow(clippy::too_many_arguments)]
 pub fn time_pass(
     engine: &dyn Engine,
     gpu: Option<&GpuEngine>,
     fma: Option<f64>,
     pass: Pass,
     x: &[f64],
+    rows: usize,
     repeats: usize,
     max_seconds: f64,
 ) -> Result<PassResult> {
     let flow = engine.flow();
     let d = flow.dim;
-    let mut n = x.len() / d;
+    let buffer_rows = x.len() / d;
+    let mut n = rows;
     let mut repeats = repeats;
-    let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; n]);
-    let warm = n.min(4096);
+    let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; buffer_rows]);
+    let warm = buffer_rows.min(4096);
     let start = Instant::now();
     call(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
     let per_row = start.elapsed().as_secs_f64() / warm.max(1) as f64;
@@ -238,14 +248,19 @@ pub fn time_pass(
         n = ((max_seconds / per_row) as usize).clamp(warm, n);
         repeats = 1;
     }
-    let (x, out, scalar) = (&x[..n * d], &mut out[..n * d], &mut scalar[..n]);
     let mut best: Option<(f64, Option<gpu::KernelStats>)> = None;
+    let mut chunks = 0;
     for _ in 0..repeats.max(1) {
         if let Some(g) = gpu {
             g.take_kernel_stats();
         }
         let start = Instant::now();
-        call(engine, pass, x, out, scalar)?;
+        chunks = 0;
+        for first in (0..n).step_by(buffer_rows) {
+            let m = buffer_rows.min(n - first);
+            call(engine, pass, &x[..m * d], &mut out[..m * d], &mut scalar[..m])?;
+            chunks += gpu.map_or(0, |g| m.div_ceil(g.chunk_rows()));
+        }
         let seconds = start.elapsed().as_secs_f64();
         let stats = gpu.map(GpuEngine::take_kernel_stats);
         if best.as_ref().is_none_or(|(s, _)| seconds < *s) {
@@ -270,9 +285,7 @@ pub fn time_pass(
         gflops,
         fraction_of_fma_ceiling: fma.map(|f| gflops / f),
         gigabytes_per_second: (n * pass.bytes_per_row(d)) as f64 / seconds / 1e9,
-        dispatches_per_chunk: gpu
-            .zip(stats)
-            .map(|(g, s)| s.dispatches as f64 / n.div_ceil(g.chunk_rows()).max(1) as f64),
+        dispatches_per_chunk: stats.map(|s| s.dispatches as f64 / chunks.max(1) as f64),
         chunk_rows: gpu.map(GpuEngine::chunk_rows),
     })
 }
