@@ -59,3 +59,17 @@ fn cli_verify_passes_on_native_for_init_models() {
         assert!(stdout.contains("native"), "{stdout}");
     }
 }
+
+#[test]
+fn auto_prefers_native_over_cpu_emulated_adapters() {
+    let flow = Arc::new(realnvp::random::reference_model("seed4d").unwrap());
+    let engine = realnvp::engine::open_engine(flow, &realnvp::engine::Device::Auto, &Default::default()).unwrap();
+    let adapters = realnvp::gpu::adapters(&realnvp::gpu::instance());
+    let hardware = adapters.iter().any(|a| !realnvp::gpu::is_cpu_adapter(&a.get_info()));
+    let name = engine.name();
+    if hardware {
+        assert!(name.starts_with("gpu"), "a hardware adapter exists but auto chose {name}");
+    } else {
+        assert!(name.starts_with("native") && name.contains("auto:"), "auto chose {name}");
+    }
+}
