@@ -196,6 +196,14 @@ impl CpuReference {
     }
 }
 
+/// "1 thread" / "N threads": the CPU engines' rayon pool, for engine names.
+pub(crate) fn thread_count() -> String {
+    match rayon::current_num_threads() {
+        1 => "1 thread".into(),
+        n => format!("{n} threads"),
+    }
+}
+
 /// Checks that `input` holds `n` rows of `flow.dim` values.
 pub(crate) fn check_rows(flow: &Flow, input: &[f64], n: usize) -> Result<()> {
     if input.len() != n * flow.dim {
@@ -211,7 +219,7 @@ pub(crate) fn check_rows(flow: &Flow, input: &[f64], n: usize) -> Result<()> {
 
 impl Engine for CpuReference {
     fn name(&self) -> String {
-        format!("cpu (float64 reference, {} threads)", rayon::current_num_threads())
+        format!("cpu (float64 reference, {})", thread_count())
     }
 
     fn flow(&self) -> &Flow {

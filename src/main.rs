@@ -26,6 +26,10 @@ use realnvp::verify::verify;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads for the native engine and the float64 reference (default: all cores;
+    /// RAYON_NUM_THREADS also works).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -323,6 +327,12 @@ fn exit_quietly_on_broken_pipe() {
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("error: --threads {n}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -586,6 +596,9 @@ fn layer_details(layer: &Layer) -> String {
             let mask = if mask.len() > 16 { format!("{}…", &mask[..16]) } else { mask };
             let cond = match &c.conditioner {
                 Conditioner::MaskedSt { s, .. } => format!("masked_st {:?}", s.sizes()),
+                Conditioner::Shared { st, .. } if st.residual_blocks > 0 => {
+                    format!("shared residual×{} {:?}", st.residual_blocks, st.sizes())
+                }
                 Conditioner::Shared { st, .. } => format!("shared {:?}", st.sizes()),
             };
             let scale = match c.scale {

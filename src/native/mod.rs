@@ -115,7 +115,7 @@ impl NativeEngine {
 
 impl Engine for NativeEngine {
     fn name(&self) -> String {
-        let name = format!("native (float32 CPU, {} threads)", rayon::current_num_threads());
+        let name = format!("native (float32 CPU, {})", crate::engine::thread_count());
         match &self.reason {
             Some(reason) => format!("{name}; auto: {reason}"),
             None => name,
