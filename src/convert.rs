@@ -170,7 +170,9 @@ pub struct NormflowsOptions {
     pub s_output: OutputFn,
     /// `output_fn` of the t nets (and, when equal to `s_output`, of `param_map` nets).
     pub t_output: OutputFn,
-    pub split_mode: SplitMode,
+    /// Split modes of the `AffineCouplingBlock`s, used in turn (block k gets entry k mod len):
+    /// one entry for models that use one mode, two for alternating modes.
+    pub split_modes: Vec<SplitMode>,
     pub scale_map: ScaleMap,
     /// What flows without tensors are; None makes them an error.
     pub keyless: Option<Keyless>,
@@ -184,7 +186,7 @@ impl Default for NormflowsOptions {
             activation: Activation::Relu,
             s_output: OutputFn::Identity,
             t_output: OutputFn::Identity,
-            split_mode: SplitMode::Channel,
+            split_modes: vec![SplitMode::Channel],
             scale_map: ScaleMap::Exp,
             keyless: None,
             flows: None,
@@ -211,9 +213,13 @@ pub fn from_normflows(sd: &mut StateDict, o: &NormflowsOptions) -> Result<Flow> 
         Some(n) => n,
         None => seen,
     };
+    if o.split_modes.is_empty() {
+        return Err(Error::Argument("at least one split mode is needed".into()));
+    }
     let mut layers = Vec::with_capacity(count);
+    let mut blocks = 0;
     for i in 0..count {
-        layers.push(normflows_layer(sd, i, dim, o)?);
+        layers.push(normflows_layer(sd, i, dim, o, &mut blocks)?);
     }
     sd.ensure_all_used("")?;
     layers.reverse();
@@ -222,7 +228,8 @@ pub fn from_normflows(sd: &mut StateDict, o: &NormflowsOptions) -> Result<Flow> 
     Ok(flow)
 }
 
-fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOptions) -> Result<Layer> {
+/// Converts flow `i`; `blocks` counts the AffineCouplingBlocks seen so far (for split modes).
+fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOptions, blocks: &mut usize) -> Result<Layer> {
     let p = format!("flows.{i}");
     let keys = sd.keys_with(&format!("{p}."));
     if sd.has(&format!("{p}.b")) {
@@ -241,7 +248,9 @@ fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOption
     }
     let param_map = format!("{p}.flows.1.param_map.net");
     if !sd.keys_with(&format!("{param_map}.")).is_empty() {
-        return coupling_block(sd, &param_map, dim, o);
+        let split = o.split_modes[*blocks % o.split_modes.len()];
+        *blocks += 1;
+        return coupling_block(sd, &param_map, dim, split, o);
     }
     if sd.has(&format!("{p}.s")) && sd.has(&format!("{p}.t")) {
         if sd.has(&format!("{p}.data_dep_init_done")) && sd.take(&format!("{p}.data_dep_init_done"), 1)?[0] == 0.0 {
@@ -280,9 +289,9 @@ fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOption
     Err(convert_error(format!("flows.{i} is not a supported normflows flow (keys {keys:?})")))
 }
 
-fn coupling_block(sd: &mut StateDict, param_map: &str, dim: usize, o: &NormflowsOptions) -> Result<Layer> {
+fn coupling_block(sd: &mut StateDict, param_map: &str, dim: usize, split: SplitMode, o: &NormflowsOptions) -> Result<Layer> {
     let identity: Vec<bool> = (0..dim)
-        .map(|j| match o.split_mode {
+        .map(|j| match split {
             SplitMode::Channel => j < dim.div_ceil(2),
             SplitMode::ChannelInv => j >= dim.div_ceil(2),
             SplitMode::Checkerboard => j % 2 == 1,
@@ -301,7 +310,7 @@ fn coupling_block(sd: &mut StateDict, param_map: &str, dim: usize, o: &Normflows
             "{param_map} maps {} → {} features, but split mode {:?} on D = {dim} needs {d_id} → {} (2 per transformed feature): check --split-mode",
             st.inputs(),
             st.outputs(),
-            o.split_mode,
+            split,
             2 * (dim - d_id)
         )));
     }

@@ -110,9 +110,10 @@ enum Command {
         /// normflows: output_fn of the t nets.
         #[arg(long, value_enum, default_value = "identity")]
         t_output: OutputArg,
-        /// normflows: AffineCouplingBlock split_mode.
-        #[arg(long, value_enum, default_value = "channel")]
-        split_mode: SplitArg,
+        /// normflows: AffineCouplingBlock split_mode; several (comma-separated) are used in turn,
+        /// e.g. checkerboard,checkerboard_inv for alternating blocks.
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "channel")]
+        split_mode: Vec<SplitArg>,
         /// normflows: AffineCouplingBlock scale_map.
         #[arg(long, value_enum, default_value = "exp")]
         scale_map: ScaleMapArg,
@@ -409,12 +410,15 @@ fn run(command: Command) -> Result<()> {
                         activation,
                         s_output: output_fn(s_output),
                         t_output: output_fn(t_output),
-                        split_mode: match split_mode {
-                            SplitArg::Channel => convert::SplitMode::Channel,
-                            SplitArg::ChannelInv => convert::SplitMode::ChannelInv,
-                            SplitArg::Checkerboard => convert::SplitMode::Checkerboard,
-                            SplitArg::CheckerboardInv => convert::SplitMode::CheckerboardInv,
-                        },
+                        split_modes: split_mode
+                            .iter()
+                            .map(|m| match m {
+                                SplitArg::Channel => convert::SplitMode::Channel,
+                                SplitArg::ChannelInv => convert::SplitMode::ChannelInv,
+                                SplitArg::Checkerboard => convert::SplitMode::Checkerboard,
+                                SplitArg::CheckerboardInv => convert::SplitMode::CheckerboardInv,
+                            })
+                            .collect(),
                         scale_map: match scale_map {
                             ScaleMapArg::Exp => convert::ScaleMap::Exp,
                             ScaleMapArg::SigmoidInv => convert::ScaleMap::SigmoidInv,
