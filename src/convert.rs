@@ -229,7 +229,13 @@ pub fn from_normflows(sd: &mut StateDict, o: &NormflowsOptions) -> Result<Flow> 
 }
 
 /// Converts flow `i`; `blocks` counts the AffineCouplingBlocks seen so far (for split modes).
-fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOptions, blocks: &mut usize) -> Result<Layer> {
+fn normflows_layer(
+    sd: &mut StateDict,
+    i: usize,
+    dim: usize,
+    o: &NormflowsOptions,
+    blocks: &mut usize,
+) -> Result<Layer> {
     let p = format!("flows.{i}");
     let keys = sd.keys_with(&format!("{p}."));
     if sd.has(&format!("{p}.b")) {
@@ -289,7 +295,13 @@ fn normflows_layer(sd: &mut StateDict, i: usize, dim: usize, o: &NormflowsOption
     Err(convert_error(format!("flows.{i} is not a supported normflows flow (keys {keys:?})")))
 }
 
-fn coupling_block(sd: &mut StateDict, param_map: &str, dim: usize, split: SplitMode, o: &NormflowsOptions) -> Result<Layer> {
+fn coupling_block(
+    sd: &mut StateDict,
+    param_map: &str,
+    dim: usize,
+    split: SplitMode,
+    o: &NormflowsOptions,
+) -> Result<Layer> {
     let identity: Vec<bool> = (0..dim)
         .map(|j| match split {
             SplitMode::Channel => j < dim.div_ceil(2),
