@@ -34,7 +34,11 @@ pub struct StateDict {
 impl StateDict {
     /// Parses a safetensors file holding a state_dict (F64, F32, F16, BF16, I64, I32 or BOOL).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| convert_error(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            convert_error(format!(
+                "not a safetensors file ({e}); export the state_dict with safetensors.torch.save_file (see README), not torch.save"
+            ))
+        })?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let values = decode(&name, view.dtype(), view.data())?;

@@ -178,6 +178,10 @@ fn missing_unknown_and_mismatched_keys_are_named() {
     // a parameter-free flow without --keyless
     let err = convert_edited("normflows_readme", "normflows", &[], d, |_| {});
     assert!(err.contains("flows.1 has no tensors") && err.contains("--keyless swap"), "{err}");
+    // a pickle (torch.save) instead of a safetensors file
+    std::fs::write(d.join("model.pt"), b"\x80\x02ctorch\n").unwrap();
+    let out = convert(&d.join("model.pt"), "normflows", &[], &d.join("out.safetensors"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("safetensors.torch.save_file"));
     // mismatched options: split mode, hidden width, batch norm
     let err = convert_edited("normflows_shuffle_odd", "normflows", &["--split-mode", "channel"], d, |_| {});
     assert!(err.contains("flows.0.flows.1.param_map.net") && err.contains("--split-mode"), "{err}");
