@@ -237,6 +237,9 @@ pub fn time_pass(
     let flow = engine.flow();
     let d = flow.dim;
     let buffer_rows = x.len() / d;
+    if buffer_rows == 0 || rows == 0 {
+        return Err(crate::error::Error::Argument("a benchmark needs at least one row".into()));
+    }
     let mut n = rows;
     let mut repeats = repeats;
     let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; buffer_rows]);

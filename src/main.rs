@@ -659,6 +659,9 @@ fn bench(
     mut options: BenchOptions,
     json: Option<&Path>,
 ) -> Result<()> {
+    if options.rows == 0 || options.max_seconds.is_nan() || options.max_seconds <= 0.0 {
+        bail!("--rows and --max-seconds must be positive");
+    }
     let flow = match reference_model(model) {
         Some(flow) => flow,
         None => load_flow(Path::new(model))
