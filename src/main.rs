@@ -622,6 +622,9 @@ fn layer_details(layer: &Layer) -> String {
 /// The seed's 4-D flow: sample, score, check inverse∘forward, and check the device against
 /// the float64 reference.
 fn demo(rows: usize, device: &Device) -> Result<()> {
+    if rows == 0 {
+        bail!("demo needs at least one row (-n)");
+    }
     let flow = Arc::new(reference_model("seed4d").context("built-in seed4d model")?);
     let engine = open_engine(flow.clone(), device, &GpuOptions::default())?;
     println!("Real NVP demo: the seed's 4-D flow, 6 affine couplings with masks b = (1,1,0,0) / (0,0,1,1),");

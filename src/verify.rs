@@ -106,6 +106,12 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
     let d = flow.dim;
     let x: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
     let n = x.len() / d;
+    if n == 0 || x.len() != n * d {
+        return Err(crate::error::Error::Argument(format!(
+            "verify needs at least one row of D = {d} values, got {} values",
+            x.len()
+        )));
+    }
     let (mut z, mut ld) = (vec![0.0; n * d], vec![0.0; n]);
     let (mut z_ref, mut ld_ref) = (vec![0.0; n * d], vec![0.0; n]);
     engine.forward_to_latent(&x, &mut z, &mut ld)?;
