@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+
 use crate::engine::{Engine, LogLikelihoodSum};
 use crate::error::{Error, Result};
 use crate::model::Flow;
@@ -306,7 +308,8 @@ impl GpuEngine {
 
     fn submit(&self, slot: &mut Slot, op: Op, input: &[f64], first_row: usize, rows: usize) -> Result<Pending> {
         slot.staging.clear();
-        slot.staging.extend(input.iter().map(|&v| v as f32));
+        // float64 → float32 on all cores: on a fast GPU a single thread would be the bottleneck
+        slot.staging.par_extend(input.par_iter().map(|&v| v as f32));
         self.queue.write_buffer(&slot.input, 0, bytemuck::cast_slice(&slot.staging));
         let groups = rows.div_ceil(WORKGROUP_ROWS);
         let groups_x = groups.min(self.max_groups_x);
@@ -380,7 +383,7 @@ impl GpuEngine {
             if p.op != Op::LogProb {
                 if let Some(out) = rows_out {
                     let dst = &mut out[p.first_row * d..(p.first_row + p.rows) * d];
-                    dst.iter_mut().zip(&floats[..p.rows * d]).for_each(|(o, &v)| *o = f64::from(v));
+                    dst.par_iter_mut().zip(&floats[..p.rows * d]).for_each(|(o, &v)| *o = f64::from(v));
                 }
             }
             let s = at(layout.scalar_at);
