@@ -4,13 +4,13 @@
 //! latent→data maps, and sampling, over batches of any size.
 //!
 //! - [`model`]: what a flow is (layers in data→latent order, parameters).
-//! - [`format`]: the `.safetensors` model file (docs/FORMAT.md).
+//! - [`format`](mod@format): the `.safetensors` model file (docs/FORMAT.md).
 //! - [`convert`]: importers for flows trained with normflows and nflows (PyTorch).
-//! - [`reference`]: the float64 CPU reference, the ground truth.
+//! - [`reference`](mod@reference): the float64 CPU reference, the ground truth.
 //! - [`engine`]: the [`Engine`](engine::Engine) trait every device implements, and device selection.
 //! - [`gpu`]: the fused WGSL engine on any wgpu adapter.
 //! - [`native`]: the fused float32 SIMD engine on the CPU (`--device native`).
-//! - [`bench`]: timed passes per device next to the FMA ceiling (`realnvp bench`).
+//! - [`bench`](mod@bench): timed passes per device next to the FMA ceiling (`realnvp bench`).
 //! - [`split`]: one batch split across several engines (`--device all`).
 //! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory.
 //! - [`npy`]: chunked `.npy` reading and atomic writing.

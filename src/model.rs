@@ -108,7 +108,7 @@ pub enum ScaleFn {
 /// `out = output(L_final(h))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
-    /// Linear layers in order; `linears[k]` maps sizes[k] → sizes[k+1].
+    /// Linear layers in order; `linears[k]` maps `sizes[k]` → `sizes[k+1]`.
     pub linears: Vec<Linear>,
     /// Hidden activation.
     pub activation: Activation,
@@ -118,7 +118,7 @@ pub struct Mlp {
     pub residual_blocks: usize,
 }
 
-/// `y = W x + b` with `weight` row-major [out, in] and `bias` [out].
+/// `y = W x + b` with `weight` row-major `[out, in]` and `bias` `[out]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     pub inputs: usize,

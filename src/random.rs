@@ -34,7 +34,7 @@ pub struct InitSpec {
 }
 
 impl InitSpec {
-    /// The seed's flow: D = 4, b = (1,1,0,0) then (0,0,1,1), s and t MLPs [4,32,32,4], ReLU.
+    /// The seed's flow: D = 4, b = (1,1,0,0) then (0,0,1,1), s and t MLPs `[4,32,32,4]`, ReLU.
     pub fn seed4d(layers: usize) -> Self {
         InitSpec {
             dim: 4,
@@ -52,11 +52,11 @@ impl InitSpec {
 pub const REFERENCE_MODELS: [&str; 3] = ["seed4d", "d16", "d64"];
 
 /// A reference model by name, as `realnvp init` builds it (the seed given):
-/// - `seed4d`: D = 4, 6 couplings, s and t MLPs [4,32,32,4], ReLU (`init --dim 4 --layers 6
+/// - `seed4d`: D = 4, 6 couplings, s and t MLPs `[4,32,32,4]`, ReLU (`init --dim 4 --layers 6
 ///   --hidden 32,32 --seed 2024`);
-/// - `d16`: D = 16, 8 couplings, [16,64,64,16], leaky ReLU 0.01, s output tanh (`init --dim 16
+/// - `d16`: D = 16, 8 couplings, `[16,64,64,16]`, leaky ReLU 0.01, s output tanh (`init --dim 16
 ///   --layers 8 --hidden 64,64 --activation leaky_relu --s-output tanh --seed 16`);
-/// - `d64`: D = 64, 8 couplings, [64,256,256,64], ReLU (`init --dim 64 --layers 8 --hidden
+/// - `d64`: D = 64, 8 couplings, `[64,256,256,64]`, ReLU (`init --dim 64 --layers 8 --hidden
 ///   256,256 --seed 64`).
 pub fn reference_model(name: &str) -> Option<Flow> {
     let (spec, seed) = match name {
