@@ -13,20 +13,15 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::SeedableRng;
-use realnvp::bench::Pass;
-use realnvp::engine::{open_engine, Device, Engine, LogLikelihoodSum};
+use realnvp::bench::{run_pass, Pass};
+use realnvp::engine::{open_engine, Device, Engine};
 use realnvp::model::Base;
 use realnvp::random::{reference_model, sample_base, REFERENCE_MODELS};
 
 const MAX_ITERATION_SECONDS: f64 = 3.0;
 
 fn run(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mut [f64]) {
-    let result = match pass {
-        Pass::LogProb => engine.log_prob(x, scalar, &mut LogLikelihoodSum::default()),
-        Pass::ForwardToLatent => engine.forward_to_latent(x, out, scalar),
-        Pass::InverseToData => engine.inverse_to_data(x, out, scalar),
-    };
-    result.expect("engine call");
+    run_pass(engine, pass, x, out, scalar).expect("engine call");
 }
 
 fn engines(c: &mut Criterion) {

@@ -245,7 +245,7 @@ pub fn time_pass(
     let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; buffer_rows]);
     let warm = buffer_rows.min(4096);
     let start = Instant::now();
-    call(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
+    run_pass(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
     let per_row = start.elapsed().as_secs_f64() / warm.max(1) as f64;
     if per_row * (n * repeats) as f64 > max_seconds {
         n = ((max_seconds / per_row) as usize).clamp(warm, n);
@@ -261,7 +261,7 @@ pub fn time_pass(
         chunks = 0;
         for first in (0..n).step_by(buffer_rows) {
             let m = buffer_rows.min(n - first);
-            call(engine, pass, &x[..m * d], &mut out[..m * d], &mut scalar[..m])?;
+            run_pass(engine, pass, &x[..m * d], &mut out[..m * d], &mut scalar[..m])?;
             chunks += gpu.map_or(0, |g| m.div_ceil(g.chunk_rows()));
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -293,7 +293,9 @@ pub fn time_pass(
     })
 }
 
-fn call(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mut [f64]) -> Result<()> {
+/// Runs one pass of `engine` over rows `x` `[n, D]`: `out` `[n, D]` (unused for log p) and
+/// per-row `scalar` `[n]` (log p, or the log-det).
+pub fn run_pass(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mut [f64]) -> Result<()> {
     match pass {
         Pass::LogProb => engine.log_prob(x, scalar, &mut LogLikelihoodSum::default()),
         Pass::ForwardToLatent => engine.forward_to_latent(x, out, scalar),
