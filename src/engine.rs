@@ -130,7 +130,7 @@ impl fmt::Display for Device {
 /// - `cpu`: the float64 reference;
 /// - `native`: the float32 SIMD engine on the CPU;
 /// - `auto`: the best hardware GPU adapter, else the native engine (CPU-emulated adapters
-///   such as lavapipe run the WGSL kernels several times slower than native code);
+///   such as lavapipe run the WGSL kernels about 100× slower than native code, BENCHMARKS.md);
 /// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
 ///   `realnvp devices`;
 /// - `all`: every adapter, batches split between them in proportion to their speed.
