@@ -16,14 +16,7 @@ const WORKGROUP: u32 = 256;
 /// take at least ~0.1 s).
 pub fn fma_gflops(adapter: &wgpu::Adapter) -> Result<f64> {
     let info = adapter.get_info();
-    let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("fma"),
-        required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
-        required_limits: adapter.limits(),
-        ..Default::default()
-    }))
-    .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+    let (device, queue, timestamps) = super::open_device(adapter, "fma")?;
     let max_groups = adapter.limits().max_compute_workgroups_per_dimension.min(65_535);
     let source = format!("const ITERS: u32 = {ITERS}u;\n{SHADER}");
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

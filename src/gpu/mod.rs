@@ -80,6 +80,20 @@ pub fn describe_adapter(index: usize, adapter: &wgpu::Adapter) -> String {
     )
 }
 
+/// Opens `adapter` with its own limits (the defaults cap a storage binding at 128 MiB) and
+/// timestamp queries where it has them; returns whether it does.
+pub fn open_device(adapter: &wgpu::Adapter, label: &str) -> Result<(wgpu::Device, wgpu::Queue, bool)> {
+    let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", adapter.get_info().name)))?;
+    Ok((device, queue, timestamps))
+}
+
 /// Options of the GPU engine.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -172,14 +186,7 @@ impl GpuEngine {
                 kernel::LLVMPIPE_LOOP_LIMIT
             )));
         }
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("realnvp"),
-            required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+        let (device, queue, timestamps) = open_device(adapter, "realnvp")?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e| {
