@@ -2,34 +2,10 @@
 // row staying in private memory from the first layer to the base log-density; nothing
 // intermediate goes to global memory and there is one dispatch per chunk of rows.
 //
-// The flow is *interpreted* from a compact plan (`plan`, u32) and a packed parameter buffer
-// (`weights`, f32), both built by src/gpu/kernel.rs. One loop over layers, one MLP routine:
-// the shader's size does not grow with the model, so every model compiles in about the same
-// time (code generated per layer made lavapipe's compile time grow with the square of the
-// depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
-// region width, a multiple of BLOCK), N_LAYERS, the scratch layout (C_OFF, ST) and the base
-// distribution (see kernel.rs).
-//
-// Plan records (offsets are u32 indices into `plan`, parameter offsets f32 indices into
-// `weights`):
-//   plan[l], l < N_LAYERS: offset of layer l's record
-//   coupling:  [0, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
-//              feat_off: n_id identity features then n_tr transformed features
-//   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]
-//   permutation:        [2, perm_off]
-//   net:       [n_steps, slope_bits, (in_padded, out_padded, w, b, src, dst, pre_kind, post_kind, accumulate) × n_steps]
-//              one step per Linear, in the order of model::PrunedNet::schedule: read buf[src..],
-//              first activating it into the C region when pre_kind ≠ 6 (residual blocks),
-//              write (or with accumulate, add to) buf[dst..], post_kind applied after the bias.
-// Linear weights are packed mask-pruned and transposed: weight (input i, output o) at
-// w + i·out_padded + o; inputs and outputs are padded with zeros to multiples of BLOCK, so
-// the matrix loops run in BLOCK×BLOCK tiles. Padded inputs read scratch entries that hold
-// finite values (zeros written by the gather, or activations of zero-padded outputs).
-//
-// lavapipe (Mesa's llvmpipe) stops every loop after 65535 iterations *in total per
-// invocation* (its loop limiter is shared by all loops of a shader). Tiling keeps realistic
-// models far below that; kernel.rs counts the iterations and refuses models that would hit
-// the limit on such adapters instead of returning truncated results.
+// The body of the flow (`flow_to_latent`, `flow_to_data`) is appended by src/gpu/kernel.rs:
+// either shaders/interpreter.wgsl, which interprets a packed plan of any model, or straight-
+// line code generated for one small model with its parameters as literals (src/gpu/unrolled.rs).
+// The host prepends the constants D (row width) and the base distribution.
 
 struct Params {
     rows: u32,      // rows in this dispatch
@@ -39,7 +15,6 @@ struct Params {
 }
 
 const WG: u32 = 256u;
-const BLOCK: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> weights: array<f32>;
 @group(0) @binding(1) var<storage, read> rows_in: array<f32>;          // [rows, D]
@@ -52,11 +27,8 @@ const BLOCK: u32 = 8u;
 var<workgroup> red_sum: array<f32, WG>;
 var<workgroup> red_cnt: array<f32, WG>;
 
-// The row, and scratch regions of MAXW each: conditioner inputs at 0, hidden slots A at MAXW
-// and B at 2·MAXW, slot C at C_OFF = 3·MAXW (only for models with residual nets), and the
-// conditioner outputs (shifts, scale inputs) at ST.
+// The row being transformed, feature i at v[i].
 var<private> v: array<f32, D>;
-var<private> buf: array<f32, ST + MAXW>;
 
 fn is_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
@@ -87,245 +59,20 @@ fn erf_approx(x: f32) -> f32 {
     return select(r, -r, x < 0.0);
 }
 
-// kinds: 0 relu, 1 leaky_relu, 2 tanh, 3 elu, 4 silu, 5 gelu, 6 identity
-fn activate(x: f32, kind: u32, slope: f32) -> f32 {
-    switch kind {
-        case 0u: { return max(x, 0.0); }
-        case 1u: { return select(slope * x, x, x >= 0.0); }
-        case 2u: { return tanh_safe(x); }
-        case 3u: { return select(exp(x) - 1.0, x, x > 0.0); }
-        case 4u: { return x * sigmoid(x); }
-        case 5u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
-        default: { return x; }
-    }
+fn leaky_relu(x: f32, slope: f32) -> f32 {
+    return select(slope * x, x, x >= 0.0);
 }
 
-// (log f, f) for scale input u of transformed feature k. kinds: 0 exp, 1 tanh_exp (alpha at
-// p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p).
-fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
-    switch kind {
-        case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp(l)); }
-        case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log(f), f); }
-        case 3u: { let c = weights[p]; let l = c * tanh_safe(u / c); return vec2<f32>(l, exp(l)); }
-        default: { return vec2<f32>(u, exp(u)); }
-    }
+fn elu(x: f32) -> f32 {
+    return select(exp(x) - 1.0, x, x > 0.0);
 }
 
-// ---- the flow ----
-
-// Runs the net described at plan[net]: reads the conditioner inputs at buf[0..), writes its
-// outputs into the ST region. Each block of BLOCK outputs is one pass over the inputs, BLOCK
-// inputs per iteration, with the accumulators in registers.
-fn run_mlp(net: u32) {
-    let n_steps = plan[net];
-    let slope = bitcast<f32>(plan[net + 1u]);
-    for (var k = 0u; k < n_steps; k++) {
-        let rec = net + 2u + 9u * k;
-        let n_in = plan[rec];
-        let n_out = plan[rec + 1u];
-        let w = plan[rec + 2u];
-        let b = plan[rec + 3u];
-        var src = plan[rec + 4u];
-        let dst = plan[rec + 5u];
-        let pre = plan[rec + 6u];
-        let kind = plan[rec + 7u];
-        let accumulate = plan[rec + 8u] != 0u;
-        if pre != 6u {
-            for (var i = 0u; i < n_in; i++) {
-                buf[C_OFF + i] = activate(buf[src + i], pre, slope);
-            }
-            src = C_OFF;
-        }
-        for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
-            var a0 = weights[b + o0] + select(0.0, buf[dst + o0], accumulate);
-            var a1 = weights[b + o0 + 1u] + select(0.0, buf[dst + o0 + 1u], accumulate);
-            var a2 = weights[b + o0 + 2u] + select(0.0, buf[dst + o0 + 2u], accumulate);
-            var a3 = weights[b + o0 + 3u] + select(0.0, buf[dst + o0 + 3u], accumulate);
-            var a4 = weights[b + o0 + 4u] + select(0.0, buf[dst + o0 + 4u], accumulate);
-            var a5 = weights[b + o0 + 5u] + select(0.0, buf[dst + o0 + 5u], accumulate);
-            var a6 = weights[b + o0 + 6u] + select(0.0, buf[dst + o0 + 6u], accumulate);
-            var a7 = weights[b + o0 + 7u] + select(0.0, buf[dst + o0 + 7u], accumulate);
-            for (var i = 0u; i < n_in; i += BLOCK) {
-                let x0 = buf[src + i + 0u];
-                let x1 = buf[src + i + 1u];
-                let x2 = buf[src + i + 2u];
-                let x3 = buf[src + i + 3u];
-                let x4 = buf[src + i + 4u];
-                let x5 = buf[src + i + 5u];
-                let x6 = buf[src + i + 6u];
-                let x7 = buf[src + i + 7u];
-                let wi = w + i * n_out + o0;
-                a0 = fma(weights[wi], x0, a0);
-                a1 = fma(weights[wi + 1u], x0, a1);
-                a2 = fma(weights[wi + 2u], x0, a2);
-                a3 = fma(weights[wi + 3u], x0, a3);
-                a4 = fma(weights[wi + 4u], x0, a4);
-                a5 = fma(weights[wi + 5u], x0, a5);
-                a6 = fma(weights[wi + 6u], x0, a6);
-                a7 = fma(weights[wi + 7u], x0, a7);
-                a0 = fma(weights[wi + 1u * n_out], x1, a0);
-                a1 = fma(weights[wi + 1u * n_out + 1u], x1, a1);
-                a2 = fma(weights[wi + 1u * n_out + 2u], x1, a2);
-                a3 = fma(weights[wi + 1u * n_out + 3u], x1, a3);
-                a4 = fma(weights[wi + 1u * n_out + 4u], x1, a4);
-                a5 = fma(weights[wi + 1u * n_out + 5u], x1, a5);
-                a6 = fma(weights[wi + 1u * n_out + 6u], x1, a6);
-                a7 = fma(weights[wi + 1u * n_out + 7u], x1, a7);
-                a0 = fma(weights[wi + 2u * n_out], x2, a0);
-                a1 = fma(weights[wi + 2u * n_out + 1u], x2, a1);
-                a2 = fma(weights[wi + 2u * n_out + 2u], x2, a2);
-                a3 = fma(weights[wi + 2u * n_out + 3u], x2, a3);
-                a4 = fma(weights[wi + 2u * n_out + 4u], x2, a4);
-                a5 = fma(weights[wi + 2u * n_out + 5u], x2, a5);
-                a6 = fma(weights[wi + 2u * n_out + 6u], x2, a6);
-                a7 = fma(weights[wi + 2u * n_out + 7u], x2, a7);
-                a0 = fma(weights[wi + 3u * n_out], x3, a0);
-                a1 = fma(weights[wi + 3u * n_out + 1u], x3, a1);
-                a2 = fma(weights[wi + 3u * n_out + 2u], x3, a2);
-                a3 = fma(weights[wi + 3u * n_out + 3u], x3, a3);
-                a4 = fma(weights[wi + 3u * n_out + 4u], x3, a4);
-                a5 = fma(weights[wi + 3u * n_out + 5u], x3, a5);
-                a6 = fma(weights[wi + 3u * n_out + 6u], x3, a6);
-                a7 = fma(weights[wi + 3u * n_out + 7u], x3, a7);
-                a0 = fma(weights[wi + 4u * n_out], x4, a0);
-                a1 = fma(weights[wi + 4u * n_out + 1u], x4, a1);
-                a2 = fma(weights[wi + 4u * n_out + 2u], x4, a2);
-                a3 = fma(weights[wi + 4u * n_out + 3u], x4, a3);
-                a4 = fma(weights[wi + 4u * n_out + 4u], x4, a4);
-                a5 = fma(weights[wi + 4u * n_out + 5u], x4, a5);
-                a6 = fma(weights[wi + 4u * n_out + 6u], x4, a6);
-                a7 = fma(weights[wi + 4u * n_out + 7u], x4, a7);
-                a0 = fma(weights[wi + 5u * n_out], x5, a0);
-                a1 = fma(weights[wi + 5u * n_out + 1u], x5, a1);
-                a2 = fma(weights[wi + 5u * n_out + 2u], x5, a2);
-                a3 = fma(weights[wi + 5u * n_out + 3u], x5, a3);
-                a4 = fma(weights[wi + 5u * n_out + 4u], x5, a4);
-                a5 = fma(weights[wi + 5u * n_out + 5u], x5, a5);
-                a6 = fma(weights[wi + 5u * n_out + 6u], x5, a6);
-                a7 = fma(weights[wi + 5u * n_out + 7u], x5, a7);
-                a0 = fma(weights[wi + 6u * n_out], x6, a0);
-                a1 = fma(weights[wi + 6u * n_out + 1u], x6, a1);
-                a2 = fma(weights[wi + 6u * n_out + 2u], x6, a2);
-                a3 = fma(weights[wi + 6u * n_out + 3u], x6, a3);
-                a4 = fma(weights[wi + 6u * n_out + 4u], x6, a4);
-                a5 = fma(weights[wi + 6u * n_out + 5u], x6, a5);
-                a6 = fma(weights[wi + 6u * n_out + 6u], x6, a6);
-                a7 = fma(weights[wi + 6u * n_out + 7u], x6, a7);
-                a0 = fma(weights[wi + 7u * n_out], x7, a0);
-                a1 = fma(weights[wi + 7u * n_out + 1u], x7, a1);
-                a2 = fma(weights[wi + 7u * n_out + 2u], x7, a2);
-                a3 = fma(weights[wi + 7u * n_out + 3u], x7, a3);
-                a4 = fma(weights[wi + 7u * n_out + 4u], x7, a4);
-                a5 = fma(weights[wi + 7u * n_out + 5u], x7, a5);
-                a6 = fma(weights[wi + 7u * n_out + 6u], x7, a6);
-                a7 = fma(weights[wi + 7u * n_out + 7u], x7, a7);
-            }
-            buf[dst + o0] = activate(a0, kind, slope);
-            buf[dst + o0 + 1u] = activate(a1, kind, slope);
-            buf[dst + o0 + 2u] = activate(a2, kind, slope);
-            buf[dst + o0 + 3u] = activate(a3, kind, slope);
-            buf[dst + o0 + 4u] = activate(a4, kind, slope);
-            buf[dst + o0 + 5u] = activate(a5, kind, slope);
-            buf[dst + o0 + 6u] = activate(a6, kind, slope);
-            buf[dst + o0 + 7u] = activate(a7, kind, slope);
-        }
-    }
+fn silu(x: f32) -> f32 {
+    return x * sigmoid(x);
 }
 
-// The stored affine map y = x·f + t goes data→latent when stored_to_latent; moving towards
-// the latent applies it, moving towards the data applies its inverse. Returns the log-det.
-fn coupling(rec: u32, to_latent: bool) -> f32 {
-    let forward = (plan[rec + 1u] != 0u) == to_latent;
-    let scale_kind = plan[rec + 2u];
-    let scale_off = plan[rec + 3u];
-    let n_id = plan[rec + 4u];
-    let n_tr = plan[rec + 5u];
-    let n_nets = plan[rec + 6u];
-    let feat = plan[rec + 7u];
-    for (var j = 0u; j < n_id; j++) {
-        buf[j] = v[plan[feat + j]];
-    }
-    for (var j = n_id; j % BLOCK != 0u; j++) {
-        buf[j] = 0.0;
-    }
-    var net = feat + n_id + n_tr;
-    for (var m = 0u; m < n_nets; m++) {
-        run_mlp(net);
-        net += 2u + 9u * plan[net];
-    }
-    var ld = 0.0;
-    for (var k = 0u; k < n_tr; k++) {
-        let f = plan[feat + n_id + k];
-        let t = buf[ST + k];
-        let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k);
-        if forward {
-            v[f] = v[f] * lf.y + t;
-            ld += lf.x;
-        } else {
-            v[f] = (v[f] - t) / lf.y;
-            ld -= lf.x;
-        }
-    }
-    return ld;
-}
-
-fn elementwise(rec: u32, to_latent: bool) -> f32 {
-    let forward = (plan[rec + 1u] != 0u) == to_latent;
-    let ls_off = plan[rec + 2u];
-    let sh_off = plan[rec + 3u];
-    var ld = 0.0;
-    for (var i = 0u; i < D; i++) {
-        let ls = weights[ls_off + i];
-        let sh = weights[sh_off + i];
-        if forward {
-            v[i] = v[i] * exp(ls) + sh;
-            ld += ls;
-        } else {
-            v[i] = (v[i] - sh) * exp(-ls);
-            ld -= ls;
-        }
-    }
-    return ld;
-}
-
-fn permute(rec: u32, to_latent: bool) {
-    let perm = plan[rec + 1u];
-    let src = v;
-    for (var j = 0u; j < D; j++) {
-        let p = plan[perm + j];
-        if to_latent {
-            v[j] = src[p];
-        } else {
-            v[p] = src[j];
-        }
-    }
-}
-
-fn apply_layer(l: u32, to_latent: bool) -> f32 {
-    let rec = plan[l];
-    switch plan[rec] {
-        case 0u: { return coupling(rec, to_latent); }
-        case 1u: { return elementwise(rec, to_latent); }
-        default: { permute(rec, to_latent); return 0.0; }
-    }
-}
-
-// Data→latent in place on v; returns log|det ∂z/∂x|.
-fn flow_to_latent() -> f32 {
-    var ld = 0.0;
-    for (var l = 0u; l < N_LAYERS + params._pad0; l++) {
-        ld += apply_layer(l, true);
-    }
-    return ld;
-}
-
-// Latent→data in place on v; returns log|det ∂x/∂z|.
-fn flow_to_data() -> f32 {
-    var ld = 0.0;
-    for (var l = N_LAYERS + params._pad0; l > 0u; l--) {
-        ld += apply_layer(l - 1u, false);
-    }
-    return ld;
+fn gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
 }
 
 // log density of the base at v: standard normal, or diagonal normal when BASE_LOC_OFF

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use realnvp::bench::{BenchOptions, Pass};
 use realnvp::engine::{open_engine, Device, Engine, LogLikelihoodSum};
 use realnvp::format::{load_flow, save_flow, TensorDtype};
+use realnvp::gpu::kernel::KernelForm;
 use realnvp::gpu::GpuOptions;
 use realnvp::model::{Activation, Base, Conditioner, Direction, Flow, Layer, OutputFn, ScaleFn};
 use realnvp::npy::NpyDtype;
@@ -45,6 +46,9 @@ struct Common {
     /// Rows per chunk (0: about 16 MiB of rows).
     #[arg(long, default_value_t = 0)]
     chunk_rows: usize,
+    /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+    #[arg(long, default_value = "auto")]
+    kernel: KernelForm,
     /// Never draw a progress bar.
     #[arg(long)]
     quiet: bool,
@@ -60,7 +64,7 @@ impl Common {
     }
 
     fn gpu_options(&self) -> GpuOptions {
-        GpuOptions { chunk_rows: self.chunk_rows }
+        GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel }
     }
 }
 
@@ -236,6 +240,9 @@ enum Command {
         /// Seconds a device may spend per pass; slower devices time fewer rows.
         #[arg(long, default_value_t = 60.0)]
         max_seconds: f64,
+        /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+        #[arg(long, default_value = "auto")]
+        kernel: KernelForm,
     },
     /// List the GPU adapters (index for --device gpu:N, name, backend, type, driver, limits).
     Devices,
@@ -254,6 +261,9 @@ enum Command {
         device: Device,
         #[arg(long, default_value_t = 0)]
         chunk_rows: usize,
+        /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+        #[arg(long, default_value = "auto")]
+        kernel: KernelForm,
     },
 }
 
@@ -486,7 +496,7 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Demo { rows, device } => demo(rows, &device),
-        Command::Bench { model, rows, device, passes, repeats, json, chunk_rows, max_seconds } => {
+        Command::Bench { model, rows, device, passes, repeats, json, chunk_rows, max_seconds, kernel } => {
             let options = BenchOptions {
                 rows,
                 repeats,
@@ -494,7 +504,7 @@ fn run(command: Command) -> Result<()> {
                 reference: false,
                 native: false,
                 adapters: Vec::new(),
-                gpu: GpuOptions { chunk_rows },
+                gpu: GpuOptions { chunk_rows, kernel },
                 max_seconds,
             };
             bench(&model, &device, &passes, options, json.as_deref())
@@ -512,9 +522,9 @@ fn run(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Verify { model, input, rows, seed, device, chunk_rows } => {
+        Command::Verify { model, input, rows, seed, device, chunk_rows, kernel } => {
             let flow = Arc::new(load_flow(&model)?);
-            let engine = open_engine(flow.clone(), &device, &GpuOptions { chunk_rows })?;
+            let engine = open_engine(flow.clone(), &device, &GpuOptions { chunk_rows, kernel })?;
             let x = match input {
                 Some(path) => realnvp::npy::read_all(&path)?.0,
                 None => {

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use realnvp::engine::{CpuReference, Engine, LogLikelihoodSum};
-use realnvp::gpu::{self, kernel, GpuEngine, GpuOptions};
+use realnvp::gpu::kernel::{self, KernelForm};
+use realnvp::gpu::{self, unrolled, GpuEngine, GpuOptions};
 use realnvp::model::Flow;
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
@@ -28,13 +29,29 @@ fn best_adapter() -> Option<wgpu::Adapter> {
     found
 }
 
-fn engine(flow: &Flow, chunk_rows: usize) -> Option<GpuEngine> {
+fn engine(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<GpuEngine> {
     let adapter = best_adapter()?;
-    Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &GpuOptions { chunk_rows }).expect("GPU engine"))
+    Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &GpuOptions { chunk_rows, kernel }).expect("GPU engine"))
 }
 
-fn open(flow: &Flow, chunk_rows: usize) -> Option<Box<dyn Engine>> {
-    engine(flow, chunk_rows).map(|e| Box::new(e) as Box<dyn Engine>)
+/// Every test runs twice: with the plan interpreter forced, and with the automatic choice,
+/// which unrolls every model up to `unrolled::MAX_MULTIPLY_ADDS` (most random test models).
+fn each_kernel(test: impl Fn(agreement::Open)) {
+    for kernel in [KernelForm::Interpreted, KernelForm::Auto] {
+        test(&|flow: &Flow, chunk_rows| engine(flow, chunk_rows, kernel).map(|e| Box::new(e) as Box<dyn Engine>));
+    }
+}
+
+#[test]
+fn auto_unrolls_small_models_only() {
+    let seed4d = realnvp::random::reference_model("seed4d").unwrap();
+    let d64 = realnvp::random::reference_model("d64").unwrap();
+    assert_eq!(KernelForm::Auto.resolve(&seed4d), KernelForm::Unrolled);
+    assert_eq!(KernelForm::Auto.resolve(&d64), KernelForm::Interpreted);
+    let small = agreement::CASES.iter().zip(common::seeds(9)).filter(|&(&(d, depth, h), s)| {
+        KernelForm::Auto.resolve(&random_mixed_flow(d, depth, h, s)) == KernelForm::Unrolled
+    });
+    assert!(small.count() >= 4, "the agreement cases must exercise the unrolled kernel");
 }
 
 #[test]
@@ -46,38 +63,45 @@ fn naga_validates_every_generated_variant() {
         .collect();
     flows.push(init_flow(&InitSpec::seed4d(6), 1).unwrap());
     for flow in flows {
-        let source = kernel::generate(&flow);
-        let module =
-            naga::front::wgsl::parse_str(&source.wgsl).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source.wgsl)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("naga rejects the kernel for D = {}: {e:?}", flow.dim));
+        let mut forms = vec![KernelForm::Interpreted];
+        if unrolled::fits(&flow) {
+            forms.push(KernelForm::Unrolled);
+        }
+        for form in forms {
+            let source = kernel::generate(&flow, form);
+            assert_eq!(source.form, form);
+            let module = naga::front::wgsl::parse_str(&source.wgsl)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source.wgsl)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("naga rejects the {form:?} kernel for D = {}: {e:?}", flow.dim));
+        }
     }
 }
 
 #[test]
 fn gpu_matches_reference_on_random_models() {
-    agreement::matches_reference_on_random_models(&open);
+    each_kernel(agreement::matches_reference_on_random_models);
 }
 
 #[test]
 fn init_models_pass_verify() {
-    agreement::init_models_pass_verify(&open);
+    each_kernel(agreement::init_models_pass_verify);
 }
 
 #[test]
 fn inverse_of_forward_on_gpu_is_identity() {
-    agreement::inverse_of_forward_is_identity(&open);
+    each_kernel(agreement::inverse_of_forward_is_identity);
 }
 
 #[test]
 fn batch_mean_does_not_depend_on_chunk_size() {
-    agreement::batch_mean_does_not_depend_on_chunk_size(&open);
+    each_kernel(agreement::batch_mean_does_not_depend_on_chunk_size);
 }
 
 #[test]
 fn nan_rows_are_isolated_on_gpu() {
-    agreement::nan_rows_are_isolated(&open);
+    each_kernel(agreement::nan_rows_are_isolated);
 }
 
 #[test]

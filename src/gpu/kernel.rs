@@ -1,10 +1,15 @@
-//! Builds what the fused kernels in `shaders/flow.wgsl` interpret: the layer plan (u32), the
-//! packed parameters (f32), and the few constants prepended to the shader source.
+//! Builds the fused kernels' WGSL module for one flow: `shaders/flow.wgsl` (row I/O, base
+//! density, entry points) with a body that evaluates the layers, in one of two forms
+//! ([`KernelForm`]):
 //!
-//! Design: the shader is one loop over layers and one MLP routine, so its size and compile
-//! time do not depend on the model; only D (row width), the scratch width and the base are
-//! baked in as constants, giving one small shader per model shape, validated by naga.
-//! Coupling nets are packed mask-pruned: the first Linear keeps only the columns of the
+//! - **interpreted** (`shaders/interpreter.wgsl`): one loop over layers and one MLP routine
+//!   read a layer plan (u32) and packed parameters (f32) built here, so the shader's size and
+//!   compile time do not depend on the model; only D, the scratch width and the base are
+//!   baked in as constants;
+//! - **unrolled** ([`super::unrolled`]): straight-line code with the parameters as literals,
+//!   for small models (much faster where storage loads are expensive, e.g. lavapipe).
+//!
+//! Coupling nets are packed mask-pruned in both forms: the first Linear keeps only the columns of the
 //! identity (b = 1) features and the last Linear only the rows of the outputs that are used,
 //! so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
@@ -13,8 +18,47 @@ use crate::model::{
     Activation, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot,
 };
 
-/// The shader, loaded at build time.
+use super::unrolled;
+use crate::error::{Error, Result};
+
+/// Row I/O, base density and entry points, loaded at build time.
 pub const TEMPLATE: &str = include_str!("../../shaders/flow.wgsl");
+
+/// The plan interpreter (`flow_to_latent`, `flow_to_data` for any model).
+pub const INTERPRETER: &str = include_str!("../../shaders/interpreter.wgsl");
+
+/// How the kernel evaluates the layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelForm {
+    /// Unrolled when the model has at most [`unrolled::MAX_MULTIPLY_ADDS`] multiply-adds
+    /// per row, else interpreted.
+    #[default]
+    Auto,
+    /// The plan interpreter (any model).
+    Interpreted,
+    /// Straight-line code with literal parameters (compile time grows with the model).
+    Unrolled,
+}
+
+impl KernelForm {
+    /// The form actually used for `flow` (resolves `Auto`).
+    pub fn resolve(self, flow: &Flow) -> KernelForm {
+        match self {
+            KernelForm::Auto if unrolled::fits(flow) => KernelForm::Unrolled,
+            KernelForm::Auto => KernelForm::Interpreted,
+            form => form,
+        }
+    }
+
+    /// Lower-case name, as parsed by `FromStr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelForm::Auto => "auto",
+            KernelForm::Interpreted => "interpreted",
+            KernelForm::Unrolled => "unrolled",
+        }
+    }
+}
 
 /// Rows per workgroup (must equal `WG` in the shader).
 pub const WORKGROUP_ROWS: usize = 256;
@@ -22,8 +66,23 @@ pub const WORKGROUP_ROWS: usize = 256;
 /// Outputs per accumulator block (must equal `BLOCK` in the shader).
 const BLOCK: usize = 8;
 
+impl std::str::FromStr for KernelForm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(KernelForm::Auto),
+            "interpreted" => Ok(KernelForm::Interpreted),
+            "unrolled" => Ok(KernelForm::Unrolled),
+            _ => Err(Error::Argument(format!("unknown kernel form {s:?}; use auto, interpreted or unrolled"))),
+        }
+    }
+}
+
 /// WGSL source, plan and packed parameters for one flow.
 pub struct KernelSource {
+    /// The form generated (never `Auto`).
+    pub form: KernelForm,
     /// Complete WGSL module: constants plus the shader.
     pub wgsl: String,
     /// All parameters, float32, at the offsets the plan names.
@@ -38,8 +97,52 @@ pub struct KernelSource {
 /// lavapipe/llvmpipe end every loop after this many iterations in total per invocation.
 pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
-/// Builds the kernel source for a validated flow.
-pub fn generate(flow: &Flow) -> KernelSource {
+/// Builds the kernel source for a validated flow in `form`.
+pub fn generate(flow: &Flow, form: KernelForm) -> KernelSource {
+    match form.resolve(flow) {
+        KernelForm::Unrolled => generate_unrolled(flow),
+        _ => generate_interpreted(flow),
+    }
+}
+
+fn generate_unrolled(flow: &Flow) -> KernelSource {
+    let mut weights = Vec::new();
+    let base_off = push_base(&mut weights, &flow.base);
+    let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &unrolled::flow_functions(flow);
+    // row load, store, base density, reduction (log2 256)
+    let loop_iterations = 3 * flow.dim as u64 + 8;
+    KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
+}
+
+/// Appends the diagonal base's loc and log_scale; returns the offset of loc.
+fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
+    let off = weights.len() as u32;
+    match base {
+        Base::StandardNormal => {
+            if weights.is_empty() {
+                weights.push(0.0); // a binding may not be empty
+            }
+            None
+        }
+        Base::DiagonalNormal { loc, log_scale } => {
+            weights.extend(loc.iter().chain(log_scale).map(|&v| v as f32));
+            Some(off)
+        }
+    }
+}
+
+/// Constants every form needs: D and the base distribution.
+fn header(flow: &Flow, base_off: Option<u32>) -> String {
+    let d = flow.dim;
+    format!(
+        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n",
+        base_off.is_some(),
+        base_off.unwrap_or(0),
+        lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
+    )
+}
+
+fn generate_interpreted(flow: &Flow) -> KernelSource {
     let mut p = Packer {
         weights: Vec::new(),
         plan: vec![0; flow.layers.len()],
@@ -52,18 +155,7 @@ pub fn generate(flow: &Flow) -> KernelSource {
         p.plan[i] = p.plan.len() as u32;
         p.layer(layer);
     }
-    let base_off = match &flow.base {
-        Base::StandardNormal => None,
-        Base::DiagonalNormal { loc, log_scale } => {
-            let off = p.push(loc.iter().copied());
-            p.push(log_scale.iter().copied());
-            Some(off)
-        }
-    };
-    if p.weights.is_empty() {
-        p.weights.push(0.0); // a binding may not be empty
-    }
-    let d = flow.dim;
+    let base_off = push_base(&mut p.weights, &flow.base);
     let maxw = (p.width.div_ceil(BLOCK) * BLOCK) as u32;
     let st = if p.slot_c { 4 * maxw } else { 3 * maxw };
     for &(at, slot, offset) in &p.slot_fixups {
@@ -76,18 +168,15 @@ pub fn generate(flow: &Flow) -> KernelSource {
         };
         p.plan[at] = region + offset;
     }
-    let header = format!(
-        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {}u;\nconst N_LAYERS: u32 = {}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n\n",
+    let constants = format!(
+        "const MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {st}u;\nconst N_LAYERS: u32 = {}u;\n\n",
         3 * maxw,
-        st,
         flow.layers.len(),
-        base_off.is_some(),
-        base_off.unwrap_or(0),
-        lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
     );
+    let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
     // layers loop, load, store, base density, reduction (log2 256)
-    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * d as u64 + 8;
-    KernelSource { wgsl: header + TEMPLATE, weights: p.weights, plan: p.plan, loop_iterations }
+    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * flow.dim as u64 + 8;
+    KernelSource { form: KernelForm::Interpreted, wgsl, weights: p.weights, plan: p.plan, loop_iterations }
 }
 
 struct Packer {

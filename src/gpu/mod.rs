@@ -8,6 +8,7 @@
 
 pub mod fma;
 pub mod kernel;
+pub mod unrolled;
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -99,6 +100,8 @@ pub fn open_device(adapter: &wgpu::Adapter, label: &str) -> Result<(wgpu::Device
 pub struct GpuOptions {
     /// Rows per dispatch (rounded up to whole workgroups of 256); 0 = about 8 MiB of input.
     pub chunk_rows: usize,
+    /// Interpreted or unrolled kernel; `Auto` picks by model size.
+    pub kernel: kernel::KernelForm,
 }
 
 /// Which fused kernel to run.
@@ -143,6 +146,8 @@ struct Pending {
 pub struct GpuEngine {
     flow: Arc<Flow>,
     info: wgpu::AdapterInfo,
+    /// The kernel form compiled (interpreted or unrolled).
+    form: kernel::KernelForm,
     device: wgpu::Device,
     queue: wgpu::Queue,
     pipelines: Pipelines,
@@ -170,7 +175,7 @@ impl GpuEngine {
     pub fn new(flow: Arc<Flow>, adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let source = kernel::generate(&flow);
+        let source = kernel::generate(&flow, options.kernel);
         let weight_bytes = (source.weights.len() * 4) as u64;
         if weight_bytes > limits.max_storage_buffer_binding_size {
             return Err(Error::Gpu(format!(
@@ -235,6 +240,7 @@ impl GpuEngine {
         Ok(GpuEngine {
             flow,
             info,
+            form: source.form,
             device,
             queue,
             pipelines,
@@ -638,7 +644,7 @@ fn create_slot(
 
 impl Engine for GpuEngine {
     fn name(&self) -> String {
-        format!("gpu ({}, {:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!("gpu ({}, {:?}, {:?}, {} kernel)", self.info.name, self.info.backend, self.info.device_type, self.form.name())
     }
 
     fn flow(&self) -> &Flow {

@@ -1,0 +1,189 @@
+//! Straight-line WGSL for one small flow: every layer, every Linear and every multiply-add
+//! written out, with the parameters as float32 literals.
+//!
+//! Why: on lavapipe (Mesa's llvmpipe) every storage-buffer load is a per-lane loop with a
+//! branch per lane, so the plan interpreter (one weight load per FMA) runs at a few percent
+//! of the FMA rate. Literal weights turn each multiply-add into one vector FMA with a
+//! broadcast constant, and on hardware GPUs into FMAs with immediate operands. The price is
+//! code size: compile time grows with the number of multiply-adds, so [`fits`] limits this
+//! form to small models and larger ones keep the interpreter.
+//!
+//! The generated `flow_to_latent` / `flow_to_data` work in place on the row `v` of
+//! shaders/flow.wgsl and return the log-determinant, exactly like the interpreter's.
+
+use std::fmt::Write;
+
+use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
+
+/// Largest number of multiply-adds per row (both directions together are generated, so the
+/// shader holds twice this many FMAs) for which the straight-line form is used.
+pub const MAX_MULTIPLY_ADDS: u64 = 20_000;
+
+/// Multiply-adds per row of one direction (mask-pruned, as generated).
+pub fn multiply_adds(flow: &Flow) -> u64 {
+    let mut total = 0;
+    for layer in &flow.layers {
+        if let Layer::Coupling(c) = layer {
+            for net in c.pruned_conditioner().nets {
+                total += net.linears.iter().map(|l| (l.inputs * l.outputs) as u64).sum::<u64>();
+            }
+        }
+    }
+    total
+}
+
+/// Whether `flow` is small enough for straight-line code.
+pub fn fits(flow: &Flow) -> bool {
+    multiply_adds(flow) <= MAX_MULTIPLY_ADDS
+}
+
+/// WGSL defining `flow_to_latent() -> f32` and `flow_to_data() -> f32` for `flow`, one
+/// function per layer and direction (naga's WGSL front end takes time quadratic in the
+/// number of expressions of one function: 9 s for 55k multiply-adds in one function).
+pub fn flow_functions(flow: &Flow) -> String {
+    let mut out = String::new();
+    for (i, layer) in flow.layers.iter().enumerate() {
+        for (to_latent, direction) in [(true, "to_latent"), (false, "to_data")] {
+            let _ = writeln!(out, "fn layer{i}_{direction}() -> f32 {{\n    var ld = 0.0;");
+            layer_code(&mut out, layer, to_latent);
+            out.push_str("    return ld;\n}\n\n");
+        }
+    }
+    let calls = |direction: &str, order: Vec<usize>| -> String {
+        order.iter().map(|i| format!("    ld += layer{i}_{direction}();\n")).collect()
+    };
+    let n = flow.layers.len();
+    let _ = write!(
+    out,
+    "// Data→latent in place on v; returns log|det ∂z/∂x|.\nfn flow_to_latent() -> f32 {{\n    var ld = 0.0;\n{}    return ld;\n}}\n\n\
+     // Latent→data in place on v; returns log|det ∂x/∂z|.\nfn flow_to_data() -> f32 {{\n    var ld = 0.0;\n{}    return ld;\n}}\n",
+    calls("to_latent", (0..n).collect()),
+    calls("to_data", (0..n).rev().collect()),
+    );
+    out
+}
+
+fn layer_code(out: &mut String, layer: &Layer, to_latent: bool) {
+    match layer {
+        Layer::Coupling(c) => coupling_code(out, c, to_latent),
+        Layer::ElementwiseAffine { direction, log_scale, shift } => {
+            let forward = (*direction == Direction::DataToLatent) == to_latent;
+            for (i, (&ls, &sh)) in log_scale.iter().zip(shift).enumerate() {
+                let (factor, shift) = (lit(ls.exp()), lit(sh));
+                if forward {
+                    let _ = writeln!(out, "    v[{i}] = fma(v[{i}], {factor}, {shift});");
+                } else {
+                    let _ = writeln!(out, "    v[{i}] = (v[{i}] - {shift}) * {};", lit((-ls).exp()));
+                }
+            }
+            let sum: f64 = log_scale.iter().sum();
+            let _ = writeln!(out, "    ld += {};", lit(if forward { sum } else { -sum }));
+        }
+        Layer::Permutation { perm } => {
+            out.push_str("    let p = v;\n");
+            for (j, &p) in perm.iter().enumerate() {
+                if to_latent {
+                    let _ = writeln!(out, "    v[{j}] = p[{p}];");
+                } else {
+                    let _ = writeln!(out, "    v[{p}] = p[{j}];");
+                }
+            }
+        }
+    }
+}
+
+fn coupling_code(out: &mut String, c: &Coupling, to_latent: bool) {
+    let pruned = c.pruned_conditioner();
+    let d_tr = pruned.transformed.len();
+    let input: Vec<String> = pruned.identity.iter().map(|f| format!("v[{f}]")).collect();
+    let mut region = vec![String::new(); 2 * d_tr];
+    for (n, net) in pruned.nets.iter().enumerate() {
+        let outputs = net_code(out, net, &input, &format!("n{n}"));
+        for (k, name) in outputs.into_iter().enumerate() {
+            region[net.region_offset + k] = name;
+        }
+    }
+    let forward = (c.direction == Direction::DataToLatent) == to_latent;
+    for (k, &f) in pruned.transformed.iter().enumerate() {
+        let (t, u) = (&region[k], &region[d_tr + k]);
+        let log_f = match &c.scale {
+            ScaleFn::Exp => u.clone(),
+            ScaleFn::TanhExp { alpha } => format!("{} * tanh_safe({u})", lit(alpha[f])),
+            ScaleFn::Sigmoid { offset, eps } => format!("log(sigmoid({u} + {}) + {})", lit(*offset), lit(*eps)),
+            ScaleFn::SoftClampExp { bound } => format!("{0} * tanh_safe({u} / {0})", lit(*bound)),
+        };
+        let _ = writeln!(out, "    let l{k} = {log_f};");
+        if forward {
+            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp(l{k}), {t});\n    ld += l{k};");
+        } else {
+            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp(-l{k});\n    ld -= l{k};");
+        }
+    }
+}
+
+/// Emits one net as `let` bindings; returns the names of its outputs.
+fn net_code(out: &mut String, net: &PrunedNet, input: &[String], prefix: &str) -> Vec<String> {
+    let mut slots: [Vec<String>; 4] = Default::default(); // A, B, C, Output
+    let index = |s: Slot| match s {
+        Slot::A => 0,
+        Slot::B => 1,
+        Slot::C => 2,
+        Slot::Output => 3,
+        Slot::Input => unreachable!("nets never write their input"),
+    };
+    for (k, step) in net.schedule().iter().enumerate() {
+        let mut src = match step.src {
+            Slot::Input => input.to_vec(),
+            s => slots[index(s)].clone(),
+        };
+        if step.pre_activation {
+            let names: Vec<String> = (0..src.len()).map(|i| format!("{prefix}c{k}_{i}")).collect();
+            for (name, x) in names.iter().zip(&src) {
+                let _ = writeln!(out, "    let {name} = {};", activation(net.activation, x));
+            }
+            src = names;
+        }
+        let l = &net.linears[step.linear];
+        let previous = if step.accumulate { slots[index(step.dst)].clone() } else { Vec::new() };
+        let names: Vec<String> = (0..l.outputs).map(|o| format!("{prefix}h{k}_{o}")).collect();
+        for (o, name) in names.iter().enumerate() {
+            let bias = lit(l.bias[o]);
+            let start = previous.get(o).map_or(bias.clone(), |p| format!("({bias} + {p})"));
+            let sum = matrix_row(l, o, &src, start);
+            let value = match step.post {
+                Post::None => sum,
+                Post::Activation => activation(net.activation, &sum),
+                Post::Output if net.output == OutputFn::Tanh => format!("tanh_safe({sum})"),
+                Post::Output => sum,
+            };
+            let _ = writeln!(out, "    let {name} = {value};");
+        }
+        slots[index(step.dst)] = names;
+    }
+    slots[3].clone()
+}
+
+/// `start + Σ_i W[o, i]·x_i` as a chain of fma in input order (the interpreter's order).
+fn matrix_row(l: &Linear, o: usize, x: &[String], start: String) -> String {
+    let mut expr = start;
+    for (i, xi) in x.iter().enumerate() {
+        expr = format!("fma({xi}, {}, {expr})", lit(l.weight[o * l.inputs + i]));
+    }
+    expr
+}
+
+fn activation(a: Activation, x: &str) -> String {
+    match a {
+        Activation::Relu => format!("max({x}, 0.0)"),
+        Activation::LeakyRelu { negative_slope } => format!("leaky_relu({x}, {})", lit(negative_slope)),
+        Activation::Tanh => format!("tanh_safe({x})"),
+        Activation::Elu => format!("elu({x})"),
+        Activation::Silu => format!("silu({x})"),
+        Activation::Gelu => format!("gelu({x})"),
+    }
+}
+
+/// A WGSL literal of the float32 value (shortest form that reads back exactly).
+fn lit(v: f64) -> String {
+    format!("{:?}f", v as f32)
+}
