@@ -220,7 +220,7 @@ fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(
 /// Values (rows × D) of input held in memory by [`run`]: 256 MiB of float64.
 const BUFFER_VALUES: usize = 1 << 25;
 
-/// Times one pass: warm-up, then the best of `repeats` runs over `rows` rows taken cyclically
+/// Times one pass: two warm-up runs (the first compiles), then the best of `repeats` runs over `rows` rows taken cyclically
 /// from the buffer `x`, or over fewer rows (and one run) when the warm-up predicts more than
 /// `max_seconds`.
 #[allow(clippy::too_many_arguments)]
@@ -244,6 +244,8 @@ pub fn time_pass(
     let mut repeats = repeats;
     let (mut out, mut scalar) = (vec![0.0; x.len()], vec![0.0; buffer_rows]);
     let warm = buffer_rows.min(4096);
+    // the first run compiles the kernel (lavapipe compiles at the first dispatch): untimed
+    run_pass(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
     let start = Instant::now();
     run_pass(engine, pass, &x[..warm * d], &mut out[..warm * d], &mut scalar[..warm])?;
     let per_row = start.elapsed().as_secs_f64() / warm.max(1) as f64;
