@@ -644,7 +644,13 @@ fn create_slot(
 
 impl Engine for GpuEngine {
     fn name(&self) -> String {
-        format!("gpu ({}, {:?}, {:?}, {} kernel)", self.info.name, self.info.backend, self.info.device_type, self.form.name())
+        format!(
+            "gpu ({}, {:?}, {:?}, {} kernel)",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.form.name()
+        )
     }
 
     fn flow(&self) -> &Flow {
