@@ -49,17 +49,15 @@ pub fn flow_functions(flow: &Flow) -> String {
             out.push_str("    return ld;\n}\n\n");
         }
     }
-    let calls = |direction: &str, order: Vec<usize>| -> String {
-        order.iter().map(|i| format!("    ld += layer{i}_{direction}();\n")).collect()
-    };
     let n = flow.layers.len();
-    let _ = write!(
-    out,
-    "// Data→latent in place on v; returns log|det ∂z/∂x|.\nfn flow_to_latent() -> f32 {{\n    var ld = 0.0;\n{}    return ld;\n}}\n\n\
-     // Latent→data in place on v; returns log|det ∂x/∂z|.\nfn flow_to_data() -> f32 {{\n    var ld = 0.0;\n{}    return ld;\n}}\n",
-    calls("to_latent", (0..n).collect()),
-    calls("to_data", (0..n).rev().collect()),
-    );
+    let entry = |name: &str, doc: &str, direction: &str, order: Vec<usize>| -> String {
+        let calls: String = order.iter().map(|i| format!("    ld += layer{i}_{direction}();\n")).collect();
+        format!("// {doc}\nfn {name}() -> f32 {{\n    var ld = 0.0;\n{calls}    return ld;\n}}\n\n")
+    };
+    out +=
+        &entry("flow_to_latent", "Data→latent in place on v; returns log|det ∂z/∂x|.", "to_latent", (0..n).collect());
+    out +=
+        &entry("flow_to_data", "Latent→data in place on v; returns log|det ∂x/∂z|.", "to_data", (0..n).rev().collect());
     out
 }
 
@@ -145,31 +143,78 @@ fn net_code(out: &mut String, net: &PrunedNet, input: &[String], prefix: &str) -
         }
         let l = &net.linears[step.linear];
         let previous = if step.accumulate { slots[index(step.dst)].clone() } else { Vec::new() };
-        let names: Vec<String> = (0..l.outputs).map(|o| format!("{prefix}h{k}_{o}")).collect();
-        for (o, name) in names.iter().enumerate() {
-            let bias = lit(l.bias[o]);
-            let start = previous.get(o).map_or(bias.clone(), |p| format!("({bias} + {p})"));
-            let sum = matrix_row(l, o, &src, start);
+        let mut outputs = Vec::with_capacity(l.outputs);
+        for o0 in (0..l.outputs).step_by(GROUP) {
+            let group: Vec<usize> = (o0..l.outputs.min(o0 + GROUP)).collect();
+            let name = format!("{prefix}h{k}_{}", o0 / GROUP);
+            let bias = vector(group.iter().map(|&o| lit(l.bias[o])));
+            let start = if previous.is_empty() {
+                bias
+            } else {
+                format!("({bias} + {})", vector(group.iter().map(|&o| previous[o].clone())))
+            };
+            let _ = writeln!(out, "    let {name}z = {};", matrix_rows(l, &group, &src, start));
             let value = match step.post {
-                Post::None => sum,
-                Post::Activation => activation(net.activation, &sum),
-                Post::Output if net.output == OutputFn::Tanh => format!("tanh_safe({sum})"),
-                Post::Output => sum,
+                Post::None => format!("{name}z"),
+                Post::Activation => vector_activation(net.activation, &format!("{name}z"), group.len()),
+                Post::Output if net.output == OutputFn::Tanh => vector(
+                    (0..group.len()).map(|c| format!("tanh_safe({})", component(&format!("{name}z"), group.len(), c))),
+                ),
+                Post::Output => format!("{name}z"),
             };
             let _ = writeln!(out, "    let {name} = {value};");
+            outputs.extend((0..group.len()).map(|c| component(&name, group.len(), c)));
         }
-        slots[index(step.dst)] = names;
+        slots[index(step.dst)] = outputs;
     }
     slots[3].clone()
 }
 
-/// `start + Σ_i W[o, i]·x_i` as a chain of fma in input order (the interpreter's order).
-fn matrix_row(l: &Linear, o: usize, x: &[String], start: String) -> String {
+/// Outputs computed together as one WGSL vector (fewer, wider instructions for the shader
+/// compilers; llvmpipe splits them into the same per-lane FMAs).
+const GROUP: usize = 4;
+
+/// `start + Σ_i W[group, i]·x_i` for a group of outputs, as a chain of vector fma in input
+/// order (the interpreter's order).
+fn matrix_rows(l: &Linear, group: &[usize], x: &[String], start: String) -> String {
     let mut expr = start;
     for (i, xi) in x.iter().enumerate() {
-        expr = format!("fma({xi}, {}, {expr})", lit(l.weight[o * l.inputs + i]));
+        let w = vector(group.iter().map(|&o| lit(l.weight[o * l.inputs + i])));
+        let xv = if group.len() == 1 { xi.clone() } else { format!("vec{}f({xi})", group.len()) };
+        expr = format!("fma({xv}, {w}, {expr})");
     }
     expr
+}
+
+/// A WGSL `vecNf` of the scalar expressions (or the scalar itself when there is one).
+fn vector(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.len() == 1 {
+        items[0].clone()
+    } else {
+        format!("vec{}f({})", items.len(), items.join(", "))
+    }
+}
+
+/// Component `c` of a value of `n` components named `name`.
+fn component(name: &str, n: usize, c: usize) -> String {
+    if n == 1 {
+        name.to_owned()
+    } else {
+        format!("{name}.{}", ["x", "y", "z", "w"][c])
+    }
+}
+
+/// The hidden activation of a bound value of `n` components.
+fn vector_activation(a: Activation, z: &str, n: usize) -> String {
+    let zero = if n == 1 { "0.0".to_owned() } else { format!("vec{n}f(0.0)") };
+    match a {
+        Activation::Relu => format!("max({z}, {zero})"),
+        Activation::LeakyRelu { negative_slope } => {
+            format!("select({z} * {}, {z}, {z} >= {zero})", lit(negative_slope))
+        }
+        _ => vector((0..n).map(|c| activation(a, &component(z, n, c)))),
+    }
 }
 
 fn activation(a: Activation, x: &str) -> String {
