@@ -109,8 +109,8 @@ fn generate_unrolled(flow: &Flow) -> KernelSource {
     let mut weights = Vec::new();
     let base_off = push_base(&mut weights, &flow.base);
     let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &unrolled::flow_functions(flow);
-    // row load, store, base density, reduction (log2 256)
-    let loop_iterations = 3 * flow.dim as u64 + 8;
+    // row load, store, base density, reduction (16 + 16)
+    let loop_iterations = 3 * flow.dim as u64 + 32;
     KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
 }
 
@@ -174,8 +174,8 @@ fn generate_interpreted(flow: &Flow) -> KernelSource {
         flow.layers.len(),
     );
     let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
-    // layers loop, load, store, base density, reduction (log2 256)
-    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * flow.dim as u64 + 8;
+    // layers loop, load, store, base density, reduction (16 + 16)
+    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * flow.dim as u64 + 32;
     KernelSource { form: KernelForm::Interpreted, wgsl, weights: p.weights, plan: p.plan, loop_iterations }
 }
 
