@@ -46,7 +46,8 @@ struct Common {
     /// Rows per chunk (0: about 16 MiB of rows).
     #[arg(long, default_value_t = 0)]
     chunk_rows: usize,
-    /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+    /// GPU kernel: auto (unrolled up to 20,000 multiply-adds per row, else interpreted),
+    /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
     #[arg(long, default_value = "auto")]
     kernel: KernelForm,
     /// Never draw a progress bar.
@@ -240,7 +241,8 @@ enum Command {
         /// Seconds a device may spend per pass; slower devices time fewer rows.
         #[arg(long, default_value_t = 60.0)]
         max_seconds: f64,
-        /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+        /// GPU kernel: auto (unrolled up to 20,000 multiply-adds per row, else interpreted),
+        /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
         #[arg(long, default_value = "auto")]
         kernel: KernelForm,
     },
@@ -261,7 +263,8 @@ enum Command {
         device: Device,
         #[arg(long, default_value_t = 0)]
         chunk_rows: usize,
-        /// GPU kernel: auto (unrolled for small models, else interpreted), interpreted, unrolled.
+        /// GPU kernel: auto (unrolled up to 20,000 multiply-adds per row, else interpreted),
+        /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
         #[arg(long, default_value = "auto")]
         kernel: KernelForm,
     },
@@ -591,6 +594,12 @@ fn describe(flow: &Flow) -> String {
     out += &format!("layers           {}\n", flow.layers.len());
     out += &format!("parameters       {}\n", flow.parameter_count());
     out += &format!("FLOPs per row    {} (log p, mask-pruned)\n", flow.flops_per_row());
+    out += &format!(
+        "GPU kernel       {} by default (--kernel auto: unrolled up to {} multiply-adds per row, this model has {})\n",
+        KernelForm::Auto.resolve(flow).name(),
+        realnvp::gpu::unrolled::MAX_MULTIPLY_ADDS,
+        realnvp::gpu::unrolled::multiply_adds(flow),
+    );
     out += "\n  #  kind                details                                             params    FLOPs/row\n";
     for (i, layer) in flow.layers.iter().enumerate() {
         out += &format!(

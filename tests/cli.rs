@@ -54,6 +54,7 @@ fn init_score_forward_inverse_sample_round_trip() {
     ]);
     let info = ok(&["info", s(&model)]);
     assert!(info.contains("dimension        5") && info.contains("coupling"), "{info}");
+    assert!(info.contains("GPU kernel       unrolled by default"), "{info}");
 
     let x = common::gaussian_rows(1000, 5, 21);
     let x_path = d.join("x.npy");
@@ -205,6 +206,8 @@ fn bad_inputs_fail_with_messages() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("dim ≥ 2"));
     let out = realnvp(&["score", "--model", s(&model), "--input", "x.npy", "--device", "tpu"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown device"));
+    let out = realnvp(&["score", "--model", s(&model), "--input", "x.npy", "--kernel", "jit"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("unknown kernel form"));
 }
 
 #[test]
