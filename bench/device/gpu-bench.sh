@@ -1,0 +1,28 @@
+#!/bin/bash
+# The prepared device check for the benchmarks issue, for a session that is lent a GPU
+# (see ../shared/device/README.md): copy to .gpu/ next to the release binary, carry .gl and
+# .gpu, run `bash .gpu/gpu-bench.sh` with timeout_s ≈ 300. Results land in $OUT.
+#
+# What it answers: the d64 log p fraction of the card's FMA rate at 10⁸ rows (the H200
+# target), and which kernel form (`--kernel interpreted|unrolled`) is faster on a hardware
+# GPU for the small models, where `auto` currently unrolls (chosen from lavapipe figures).
+set -u
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f $icd ] && export VK_DRIVER_FILES=$icd
+export WGPU_BACKEND=vulkan
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
+B=.gpu/realnvp
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+$B devices 2>&1 | tee "$OUT/devices.txt"
+W=$(mktemp -d)
+$B init --dim 4 --layers 6 --hidden 32,32 --seed 2024 -o $W/seed4d.safetensors
+for k in interpreted unrolled; do
+  $B verify --model $W/seed4d.safetensors -n 1000000 --device gpu --kernel $k 2>&1 | tail -3 | tee -a "$OUT/verify.txt"
+  $B bench --model seed4d --rows 100000000 --device gpu --kernel $k --max-seconds 20 \
+    --json "$OUT/bench_seed4d_$k.json" 2>&1 | tee -a "$OUT/bench.txt"
+  $B bench --model d16 --rows 100000000 --device gpu --kernel $k --passes log_prob --max-seconds 20 \
+    --json "$OUT/bench_d16_$k.json" 2>&1 | tee -a "$OUT/bench.txt"
+done
+$B bench --model d64 --rows 100000000 --device gpu --passes log_prob --max-seconds 40 \
+  --json "$OUT/bench_d64.json" 2>&1 | tee -a "$OUT/bench.txt"
