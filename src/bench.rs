@@ -220,9 +220,9 @@ fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(
 /// Values (rows × D) of input held in memory by [`run`]: 256 MiB of float64.
 const BUFFER_VALUES: usize = 1 << 25;
 
-/// Times one pass: two warm-up runs (the first compiles), then the best of `repeats` runs over `rows` rows taken cyclically
-/// from the buffer `x`, or over fewer rows (and one run) when the warm-up predicts more than
-/// `max_seconds`.
+/// Times one pass: two warm-up runs (the first compiles), then the best of `repeats` runs
+/// over `rows` rows taken cyclically from the buffer `x`, or over fewer rows (and one run)
+/// when the second warm-up predicts more than `max_seconds`.
 #[allow(clippy::too_many_arguments)]
 pub fn time_pass(
     engine: &dyn Engine,

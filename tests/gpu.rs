@@ -43,6 +43,18 @@ fn each_kernel(test: impl Fn(agreement::Open)) {
 }
 
 #[test]
+fn lavapipe_refuses_to_unroll_huge_models() {
+    let Some(adapter) = best_adapter() else { return };
+    if !adapter.get_info().driver.to_lowercase().contains("llvmpipe") {
+        return;
+    }
+    let d64 = Arc::new(realnvp::random::reference_model("d64").unwrap());
+    let options = GpuOptions { chunk_rows: 0, kernel: KernelForm::Unrolled };
+    let err = GpuEngine::new(d64, &adapter, &options).err().expect("d64 unrolled must be refused on llvmpipe");
+    assert!(err.to_string().contains("--kernel interpreted"), "{err}");
+}
+
+#[test]
 fn auto_unrolls_small_models_only() {
     let seed4d = realnvp::random::reference_model("seed4d").unwrap();
     let d64 = realnvp::random::reference_model("d64").unwrap();

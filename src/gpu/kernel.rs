@@ -9,9 +9,9 @@
 //! - **unrolled** ([`super::unrolled`]): straight-line code with the parameters as literals,
 //!   for small models (much faster where storage loads are expensive, e.g. lavapipe).
 //!
-//! Coupling nets are packed mask-pruned in both forms: the first Linear keeps only the columns of the
-//! identity (b = 1) features and the last Linear only the rows of the outputs that are used,
-//! so masked-out products are never computed. Every coupling's conditioner output is
+//! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
+//! the identity (b = 1) features and the last Linear only the rows of the outputs that are
+//! used, so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
 
 use crate::model::{
@@ -60,12 +60,6 @@ impl KernelForm {
     }
 }
 
-/// Rows per workgroup (must equal `WG` in the shader).
-pub const WORKGROUP_ROWS: usize = 256;
-
-/// Outputs per accumulator block (must equal `BLOCK` in the shader).
-const BLOCK: usize = 8;
-
 impl std::str::FromStr for KernelForm {
     type Err = Error;
 
@@ -79,15 +73,23 @@ impl std::str::FromStr for KernelForm {
     }
 }
 
+/// Rows per workgroup (must equal `WG` in the shader).
+pub const WORKGROUP_ROWS: usize = 256;
+
+/// Outputs per accumulator block (must equal `BLOCK` in the shader).
+const BLOCK: usize = 8;
+
 /// WGSL source, plan and packed parameters for one flow.
 pub struct KernelSource {
     /// The form generated (never `Auto`).
     pub form: KernelForm,
     /// Complete WGSL module: constants plus the shader.
     pub wgsl: String,
-    /// All parameters, float32, at the offsets the plan names.
+    /// Parameters read from the `weights` binding, float32: all of them for the interpreter
+    /// (at the offsets the plan names), only the base's for the unrolled form.
     pub weights: Vec<f32>,
-    /// The layer plan the shader interprets (record layout in shaders/flow.wgsl).
+    /// The layer plan the interpreter reads (record layout in shaders/interpreter.wgsl);
+    /// `[0]` for the unrolled form (a binding may not be empty).
     pub plan: Vec<u32>,
     /// Loop iterations one invocation executes, all loops together, for the longest entry
     /// point (log p: layers, row I/O, base density and the reduction).

@@ -175,6 +175,18 @@ impl GpuEngine {
     pub fn new(flow: Arc<Flow>, adapter: &wgpu::Adapter, options: &GpuOptions) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let llvmpipe = info.driver.to_lowercase().contains("llvmpipe");
+        let multiply_adds = unrolled::multiply_adds(&flow);
+        if llvmpipe
+            && options.kernel.resolve(&flow) == kernel::KernelForm::Unrolled
+            && multiply_adds > unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS
+        {
+            return Err(Error::Gpu(format!(
+                "the unrolled kernel of this model has {multiply_adds} multiply-adds per row; {} would compile it for many minutes (82k take about a minute), so it is refused above {}; use --kernel interpreted, or --device native",
+                info.name,
+                unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS
+            )));
+        }
         let source = kernel::generate(&flow, options.kernel);
         let weight_bytes = (source.weights.len() * 4) as u64;
         if weight_bytes > limits.max_storage_buffer_binding_size {
@@ -183,9 +195,9 @@ impl GpuEngine {
                 info.name, limits.max_storage_buffer_binding_size
             )));
         }
-        if info.driver.to_lowercase().contains("llvmpipe") && source.loop_iterations > kernel::LLVMPIPE_LOOP_LIMIT {
+        if llvmpipe && source.loop_iterations > kernel::LLVMPIPE_LOOP_LIMIT {
             return Err(Error::Gpu(format!(
-                "the model needs {} loop iterations per row but {} stops every shader after {} (Mesa's llvmpipe loop limiter); use --device cpu or a hardware GPU",
+                "the model needs {} loop iterations per row but {} stops every shader after {} (Mesa's llvmpipe loop limiter); use --device native or a hardware GPU",
                 source.loop_iterations,
                 info.name,
                 kernel::LLVMPIPE_LOOP_LIMIT
