@@ -10,7 +10,7 @@
 struct Params {
     rows: u32,      // rows in this dispatch
     groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x
-    _pad0: u32,
+    _pad0: u32,     // always 0: added to the interpreter's layer-loop bound so it is not unrolled
     _pad1: u32,
 }
 
@@ -24,7 +24,7 @@ const WG: u32 = 256u;
 @group(0) @binding(5) var<uniform> params: Params;
 @group(0) @binding(6) var<storage, read> plan: array<u32>;
 
-// The log p reduction: per-row values, then one partial per RED rows.
+// The log p reduction: per-row values, then RED partial sums of WG / RED rows each.
 const RED: u32 = 16u;
 var<workgroup> red_sum: array<f32, WG>;
 var<workgroup> red_cnt: array<f32, WG>;
