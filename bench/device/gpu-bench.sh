@@ -25,7 +25,7 @@ for k in interpreted unrolled; do
   $B bench --model seed4d --rows 100000000 --device gpu --kernel $k --max-seconds 20 \
     --json "$OUT/bench_seed4d_$k.json" 2>&1 | tee -a "$OUT/bench.txt"
 done
-# d16 unrolled last: hardware drivers compile all three pipelines when the engine opens
+# d16 unrolled last: its compile is the slowest (a driver may compile all three pipelines at once)
 for k in interpreted unrolled; do
   $B bench --model d16 --rows 100000000 --device gpu --kernel $k --passes log_prob --max-seconds 20 \
     --json "$OUT/bench_d16_$k.json" 2>&1 | tee -a "$OUT/bench.txt"
