@@ -546,10 +546,19 @@ fn run(command: Command) -> Result<()> {
 }
 
 fn engine_for(model: &Path, common: &Common) -> Result<Box<dyn Engine>> {
-    let flow = load_flow(model)?;
-    let engine = open_engine(Arc::new(flow), &common.device, &common.gpu_options())?;
+    let flow = Arc::new(load_flow(model)?);
+    let engine = open_engine(flow.clone(), &common.device, &common.gpu_options())?;
     if common.device == Device::Auto && !common.quiet {
         eprintln!("device: {}", engine.name());
+    }
+    let multiply_adds = realnvp::gpu::unrolled::multiply_adds(&flow);
+    if engine.name().contains("unrolled kernel")
+        && multiply_adds > realnvp::gpu::unrolled::MAX_MULTIPLY_ADDS
+        && !common.quiet
+    {
+        eprintln!(
+            "note: the unrolled kernel has {multiply_adds} multiply-adds per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
+        );
     }
     Ok(engine)
 }
