@@ -140,7 +140,7 @@ fn header(flow: &Flow, base_off: Option<u32>) -> String {
         "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n",
         base_off.is_some(),
         base_off.unwrap_or(0),
-        lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
+        unrolled::lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
     )
 }
 
@@ -318,9 +318,4 @@ fn pad(n: usize) -> usize {
 
 fn stored_to_latent(d: Direction) -> u32 {
     u32::from(d == Direction::DataToLatent)
-}
-
-/// A WGSL f32 literal of the float32 value.
-fn lit(v: f64) -> String {
-    format!("f32({:e})", v as f32)
 }

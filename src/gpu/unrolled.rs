@@ -233,6 +233,6 @@ fn activation(a: Activation, x: &str) -> String {
 }
 
 /// A WGSL literal of the float32 value (shortest form that reads back exactly).
-fn lit(v: f64) -> String {
+pub(super) fn lit(v: f64) -> String {
     format!("{:?}f", v as f32)
 }
