@@ -42,16 +42,83 @@ fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }
 
-// ---- activations and scale functions (float32, overflow-safe) ----
+// ---- float32 math with documented error bounds ----
+// WGSL only requires the builtins exp/log to be within 3 + 2·|x| ULP (exp) or 3 ULP /
+// 2^-21 absolute (log), and drivers use that freedom (lavapipe's exp goes through exp2 of
+// x·log2 e, losing ~|x| ulps). The native engine's functions (src/native/kernels.rs) are used
+// instead: range reduction and polynomials, ≤ 2 ulp, the same on every device.
 
-fn tanh_safe(x: f32) -> f32 {
-    let e = exp(-2.0 * abs(x));
-    let t = (1.0 - e) / (1.0 + e);
-    return select(t, -t, x < 0.0);
+fn inf() -> f32 {
+    return bitcast<f32>(0x7f800000u);
 }
 
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// e^x: x = n·ln 2 + r with |r| ≤ ln2/2 (Cody–Waite, two-part ln 2), Cephes' degree-6
+// polynomial, then ×2^n; relative error ≤ 2 ulp, 0 below −87.3, +∞ above 88.72, NaN kept.
+fn exp_acc(x: f32) -> f32 {
+    let xc = clamp(x, -87.3, 88.72);
+    let n = round(xc * 1.44269504);
+    let r = (xc - n * 0.693359375) + n * 2.12194440e-4;
+    var p = 1.9875691500e-4;
+    p = fma(p, r, 1.3981999507e-3);
+    p = fma(p, r, 8.3334519073e-3);
+    p = fma(p, r, 4.1665795894e-2);
+    p = fma(p, r, 1.6666665459e-1);
+    p = fma(p, r, 5.0000001201e-1);
+    let y = ldexp(fma(p, r * r, r) + 1.0, i32(n));
+    let out = select(select(y, 0.0, x < -87.3), inf(), x > 88.72);
+    return select(out, x, is_nan(x));
+}
+
+// ln x for x > 0: x = m·2^e with m in [√½, √2), Cephes' degree-9 polynomial in m − 1;
+// relative error ≤ 2 ulp; 0 → −∞, x < 0 or NaN → NaN, +∞ → +∞, subnormals rescaled.
+fn log_acc(x: f32) -> f32 {
+    let tiny = x < 1.17549435e-38;
+    let xs = select(x, x * 8388608.0, tiny);
+    let bits = bitcast<u32>(xs);
+    var e = f32(i32((bits >> 23u) & 0xffu) - 126) - select(0.0, 23.0, tiny);
+    var m = bitcast<f32>((bits & 0x007fffffu) | 0x3f000000u);
+    let small = m < 0.70710678;
+    e = e - select(0.0, 1.0, small);
+    m = select(m - 1.0, m + m - 1.0, small);
+    let z = m * m;
+    var p = 7.0376836292e-2;
+    p = fma(p, m, -1.1514610310e-1);
+    p = fma(p, m, 1.1676998740e-1);
+    p = fma(p, m, -1.2420140846e-1);
+    p = fma(p, m, 1.4249322787e-1);
+    p = fma(p, m, -1.6668057665e-1);
+    p = fma(p, m, 2.0000714765e-1);
+    p = fma(p, m, -2.4999993993e-1);
+    p = fma(p, m, 3.3333331174e-1);
+    let y = m * z * p - 2.12194440e-4 * e - 0.5 * z;
+    let r = m + y + 0.693359375 * e;
+    let special = select(select(r, -inf(), x == 0.0), inf(), x == inf());
+    return select(special, bitcast<f32>(0x7fc00000u), x < 0.0 || is_nan(x));
+}
+
+// tanh: a polynomial below 0.625 (relative error ~1 ulp where 1 − e^{−2|x|} would cancel),
+// 1 − 2/(e^{2|x|} + 1) above; ±1 for large |x|, NaN kept.
+fn tanh_safe(x: f32) -> f32 {
+    let a = abs(x);
+    let z = x * x;
+    var p = -5.70498872745e-3;
+    p = fma(p, z, 2.06390887954e-2);
+    p = fma(p, z, -5.37397155531e-2);
+    p = fma(p, z, 1.33314422036e-1);
+    p = fma(p, z, -3.33332819422e-1);
+    let small = fma(p * z, x, x);
+    let t = 1.0 - 2.0 / (exp_acc(2.0 * a) + 1.0);
+    return select(select(t, -t, x < 0.0), small, a < 0.625);
+}
+
+// ---- activations and scale functions (float32, overflow-safe) ----
+
 fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-x));
+    return 1.0 / (1.0 + exp_acc(-x));
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
@@ -59,7 +126,7 @@ fn erf_approx(x: f32) -> f32 {
     let a = abs(x);
     let t = 1.0 / (1.0 + 0.3275911 * a);
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let r = 1.0 - poly * exp(-a * a);
+    let r = 1.0 - poly * exp_acc(-a * a);
     return select(r, -r, x < 0.0);
 }
 
@@ -68,7 +135,7 @@ fn leaky_relu(x: f32, slope: f32) -> f32 {
 }
 
 fn elu(x: f32) -> f32 {
-    return select(exp(x) - 1.0, x, x > 0.0);
+    return select(exp_acc(x) - 1.0, x, x > 0.0);
 }
 
 fn silu(x: f32) -> f32 {
@@ -79,21 +146,20 @@ fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752));
 }
 
-// log density of the base at v: standard normal, or diagonal normal when BASE_LOC_OFF
-// (loc) and BASE_LOC_OFF + D (log_scale) hold parameters.
-fn base_log_density() -> f32 {
+// log density of the base at v: −½ Σ ((v_i − loc_i)·inv_scale_i)² + BASE_LOG_NORM, where the
+// host computed inv_scale = e^{−log_scale} and BASE_LOG_NORM = −Σ log_scale − D/2·ln 2π in
+// float64; standard normal: loc 0, inv_scale 1. The diagonal base's loc is at BASE_LOC_OFF,
+// inv_scale at BASE_LOC_OFF + D.
+fn base_quad() -> f32 {
     var q = 0.0;
-    var ls_sum = 0.0;
     for (var i = 0u; i < D; i++) {
         var r = v[i];
         if BASE_DIAGONAL {
-            let ls = weights[BASE_LOC_OFF + D + i];
-            r = (r - weights[BASE_LOC_OFF + i]) * exp(-ls);
-            ls_sum += ls;
+            r = (r - weights[BASE_LOC_OFF + i]) * weights[BASE_LOC_OFF + D + i];
         }
         q = fma(r, r, q);
     }
-    return -0.5 * q - ls_sum - HALF_D_LN_2PI;
+    return q;
 }
 
 // ---- row I/O and entry points ----
@@ -126,7 +192,7 @@ fn log_prob_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     if row < params.rows {
         if load_row(row) {
             let ld = flow_to_latent();
-            lp = base_log_density() + ld;
+            lp = fma(-0.5, base_quad(), ld + BASE_LOG_NORM);
         } else {
             lp = nan();
         }

@@ -53,10 +53,10 @@ fn activate(x: f32, kind: u32, slope: f32) -> f32 {
 // p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p).
 fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
     switch kind {
-        case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp(l)); }
-        case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log(f), f); }
-        case 3u: { let c = weights[p]; let l = c * tanh_safe(u / c); return vec2<f32>(l, exp(l)); }
-        default: { return vec2<f32>(u, exp(u)); }
+        case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp_acc(l)); }
+        case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log_acc(f), f); }
+        case 3u: { let c = weights[p]; let l = c * tanh_safe(u / c); return vec2<f32>(l, exp_acc(l)); }
+        default: { return vec2<f32>(u, exp_acc(u)); }
     }
 }
 
@@ -227,10 +227,10 @@ fn elementwise(rec: u32, to_latent: bool) -> f32 {
         let ls = weights[ls_off + i];
         let sh = weights[sh_off + i];
         if forward {
-            v[i] = v[i] * exp(ls) + sh;
+            v[i] = v[i] * exp_acc(ls) + sh;
             ld += ls;
         } else {
-            v[i] = (v[i] - sh) * exp(-ls);
+            v[i] = (v[i] - sh) * exp_acc(-ls);
             ld -= ls;
         }
     }

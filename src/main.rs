@@ -248,11 +248,13 @@ enum Command {
     },
     /// List the GPU adapters (index for --device gpu:N, name, backend, type, driver, limits).
     Devices,
-    /// Run a device and the float64 reference on the same rows and compare z, log-det and log p.
+    /// Run a device and the float64 reference on the same rows and compare z, log-det, log p
+    /// and the inverse; rows float32 cannot represent or compute well are reported as such.
     Verify {
         #[arg(long)]
         model: PathBuf,
-        /// Rows to check (.npy); without it, -n rows are drawn from N(0, I) with --seed.
+        /// Rows to check (.npy, [N, D]); without it, -n rows are drawn from the model itself
+        /// (x = f⁻¹(ε), ε from the base, with --seed), i.e. where its probability mass is.
         #[arg(long)]
         input: Option<PathBuf>,
         #[arg(short = 'n', long, default_value_t = 100_000)]
@@ -529,10 +531,22 @@ fn run(command: Command) -> Result<()> {
             let flow = Arc::new(load_flow(&model)?);
             let engine = open_engine(flow.clone(), &device, &GpuOptions { chunk_rows, kernel })?;
             let x = match input {
-                Some(path) => realnvp::npy::read_all(&path)?.0,
+                Some(path) => {
+                    let (x, _, cols) = realnvp::npy::read_all(&path)?;
+                    if cols != flow.dim {
+                        bail!("{} has {cols} columns but the model's D is {}", path.display(), flow.dim);
+                    }
+                    println!("rows: {} from {}", x.len() / flow.dim, path.display());
+                    x
+                }
                 None => {
-                    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
-                    sample_base(&Base::StandardNormal, flow.dim, rows, &mut rng)
+                    let x = realnvp::verify::model_rows(&flow, rows, seed);
+                    let drawn = x.len() / flow.dim;
+                    println!(
+                        "rows: {drawn} drawn from the model (x = f⁻¹(ε), ε from its base, seed {seed}){}",
+                        if drawn < rows { format!("; {} draws were not finite in float32 and were dropped", rows - drawn) } else { String::new() }
+                    );
+                    x
                 }
             };
             let report = verify(engine.as_ref(), &x)?;

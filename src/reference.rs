@@ -1,6 +1,13 @@
 //! The float64 CPU reference: the ground truth every other engine is held to. Written for
 //! clarity, one row at a time, parallel over rows with rayon.
 //!
+//! The row functions are generic over the float type ([`Real`]): in `f64` they are the
+//! reference; run in `f32` (parameters rounded to float32, every operation in float32, the
+//! platform's correctly rounded-ish `expf`/`logf`) they are *plain float32 arithmetic* on the
+//! same code path, the yardstick `verify` uses for how well float32 can do on a given row.
+//! Every row function also reports the largest magnitude of any value it computed
+//! ([`Magnitude`]), so that rows whose float64 values leave float32's range can be told apart.
+//!
 //! Rows are row-major `[n, D]` slices. A row that contains NaN or ±Inf yields NaN outputs for
 //! that row only.
 
@@ -11,6 +18,67 @@ use crate::model::{
 };
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// A float type the reference runs in: `f64` (the reference) or `f32` (plain float32
+/// arithmetic on the same code path).
+pub trait Real: num_traits::Float + std::iter::Sum + Send + Sync + 'static {
+    /// Rounds a float64 parameter or constant to this type.
+    fn of(v: f64) -> Self;
+    /// Widens exactly to float64.
+    fn wide(self) -> f64;
+    /// The error function.
+    fn erf(self) -> Self;
+}
+
+impl Real for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn wide(self) -> f64 {
+        self
+    }
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+impl Real for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+/// The largest magnitude a row evaluation produced: every Linear output, activation,
+/// conditioner output, scale factor f *and* its reciprocal 1/f, transformed feature, log-det
+/// and the base density's sum of squares. A float64 row whose magnitude exceeds
+/// `f32::MAX` cannot be evaluated in float32 (some intermediate overflows or underflows).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Magnitude(pub f64);
+
+impl Magnitude {
+    fn see<T: Real>(&mut self, v: T) {
+        let a = v.wide().abs();
+        // NaN compares false: a NaN intermediate (from finite inputs) marks the row as beyond range
+        if !(a <= self.0) {
+            self.0 = if a.is_nan() { f64::INFINITY } else { a };
+        }
+    }
+
+    fn see_all<T: Real>(&mut self, v: &[T]) {
+        v.iter().for_each(|&x| self.see(x));
+    }
+
+    /// Whether every value stayed within float32's finite range.
+    pub fn fits_f32(self) -> bool {
+        self.0 <= f64::from(f32::MAX)
+    }
+}
 
 /// Data→latent for a batch: writes z `[n, D]` and the per-row log|det ∂z/∂x| `[n]`.
 ///
@@ -43,20 +111,34 @@ pub fn row_log_prob(flow: &Flow, x: &[f64], z: &mut [f64]) -> f64 {
 
 /// log density of the base distribution at latent row `z`.
 pub fn base_log_density(base: &Base, z: &[f64]) -> f64 {
-    let d = z.len() as f64;
-    match base {
-        Base::StandardNormal => -0.5 * z.iter().map(|v| v * v).sum::<f64>() - 0.5 * d * LN_2PI,
-        Base::DiagonalNormal { loc, log_scale } => {
-            let mut quad = 0.0;
-            let mut log_scales = 0.0;
-            for i in 0..z.len() {
-                let r = (z[i] - loc[i]) / log_scale[i].exp();
-                quad += r * r;
-                log_scales += log_scale[i];
-            }
-            -0.5 * quad - log_scales - 0.5 * d * LN_2PI
+    base_log_density_in(base, z, &mut Magnitude::default())
+}
+
+/// [`base_log_density`] in `T`; `seen` records the sum of squares.
+pub fn base_log_density_in<T: Real>(base: &Base, z: &[T], seen: &mut Magnitude) -> T {
+    let d = T::of(z.len() as f64);
+    let half = T::of(0.5);
+    let value = match base {
+        Base::StandardNormal => {
+            let quad = z.iter().map(|&v| v * v).sum::<T>();
+            seen.see(quad);
+            -half * quad - half * d * T::of(LN_2PI)
         }
-    }
+        Base::DiagonalNormal { loc, log_scale } => {
+            let mut quad = T::zero();
+            let mut log_scales = T::zero();
+            for i in 0..z.len() {
+                let ls = T::of(log_scale[i]);
+                let r = (z[i] - T::of(loc[i])) / ls.exp();
+                quad = quad + r * r;
+                log_scales = log_scales + ls;
+            }
+            seen.see(quad);
+            -half * quad - log_scales - half * d * T::of(LN_2PI)
+        }
+    };
+    seen.see(value);
+    value
 }
 
 fn for_each_row(
@@ -73,93 +155,122 @@ fn for_each_row(
 
 /// Data→latent for one row; returns log|det ∂z/∂x|.
 pub fn row_to_latent(flow: &Flow, x: &[f64], z: &mut [f64]) -> f64 {
-    if x.iter().any(|v| !v.is_finite()) {
-        z.fill(f64::NAN);
-        return f64::NAN;
-    }
-    z.copy_from_slice(x);
-    let mut logdet = 0.0;
-    for layer in &flow.layers {
-        logdet += layer_to_latent(layer, z);
-    }
-    logdet
+    row_to_latent_in(flow, x, z, &mut Magnitude::default())
 }
 
 /// Latent→data for one row; returns log|det ∂x/∂z|.
 pub fn row_to_data(flow: &Flow, z: &[f64], x: &mut [f64]) -> f64 {
+    row_to_data_in(flow, z, x, &mut Magnitude::default())
+}
+
+/// [`row_to_latent`] in `T`; `seen` records the largest magnitude computed.
+pub fn row_to_latent_in<T: Real>(flow: &Flow, x: &[T], z: &mut [T], seen: &mut Magnitude) -> T {
+    if x.iter().any(|v| !v.is_finite()) {
+        z.fill(T::nan());
+        return T::nan();
+    }
+    z.copy_from_slice(x);
+    let mut logdet = T::zero();
+    for layer in &flow.layers {
+        logdet = logdet + layer_to_latent(layer, z, seen);
+        seen.see(logdet);
+    }
+    logdet
+}
+
+/// [`row_to_data`] in `T`; `seen` records the largest magnitude computed.
+pub fn row_to_data_in<T: Real>(flow: &Flow, z: &[T], x: &mut [T], seen: &mut Magnitude) -> T {
     if z.iter().any(|v| !v.is_finite()) {
-        x.fill(f64::NAN);
-        return f64::NAN;
+        x.fill(T::nan());
+        return T::nan();
     }
     x.copy_from_slice(z);
-    let mut logdet = 0.0;
+    let mut logdet = T::zero();
     for layer in flow.layers.iter().rev() {
-        logdet += layer_to_data(layer, x);
+        logdet = logdet + layer_to_data(layer, x, seen);
+        seen.see(logdet);
     }
     logdet
 }
 
 /// Applies one layer data→latent in place; returns its log-det.
-fn layer_to_latent(layer: &Layer, v: &mut [f64]) -> f64 {
+fn layer_to_latent<T: Real>(layer: &Layer, v: &mut [T], seen: &mut Magnitude) -> T {
     match layer {
-        Layer::Coupling(c) => coupling(c, v, true),
-        Layer::ElementwiseAffine { direction, log_scale, shift } => elementwise(*direction, log_scale, shift, v, true),
+        Layer::Coupling(c) => coupling(c, v, true, seen),
+        Layer::ElementwiseAffine { direction, log_scale, shift } => {
+            elementwise(*direction, log_scale, shift, v, true, seen)
+        }
         Layer::Permutation { perm } => {
             let src = v.to_vec();
             for (j, &p) in perm.iter().enumerate() {
                 v[j] = src[p];
             }
-            0.0
+            T::zero()
         }
     }
 }
 
 /// Applies one layer latent→data in place; returns its log-det.
-fn layer_to_data(layer: &Layer, v: &mut [f64]) -> f64 {
+fn layer_to_data<T: Real>(layer: &Layer, v: &mut [T], seen: &mut Magnitude) -> T {
     match layer {
-        Layer::Coupling(c) => coupling(c, v, false),
-        Layer::ElementwiseAffine { direction, log_scale, shift } => elementwise(*direction, log_scale, shift, v, false),
+        Layer::Coupling(c) => coupling(c, v, false, seen),
+        Layer::ElementwiseAffine { direction, log_scale, shift } => {
+            elementwise(*direction, log_scale, shift, v, false, seen)
+        }
         Layer::Permutation { perm } => {
             let src = v.to_vec();
             for (j, &p) in perm.iter().enumerate() {
                 v[p] = src[j];
             }
-            0.0
+            T::zero()
         }
     }
 }
 
 /// The stored map is `y = x·f + t`, log-det `+Σ log f`; its inverse `x = (y − t)/f`,
 /// log-det `−Σ log f`. Which of the two is applied depends on the stored direction and on
-/// whether we move towards the latent.
-fn apply_affine(direction: Direction, to_latent: bool, v: f64, log_f: f64, f: f64, t: f64) -> (f64, f64) {
+/// whether we move towards the latent. `seen` records f, 1/f and y.
+fn apply_affine<T: Real>(
+    direction: Direction,
+    to_latent: bool,
+    (v, log_f, f, t): (T, T, T, T),
+    seen: &mut Magnitude,
+) -> (T, T) {
+    seen.see(f);
+    seen.see(f.recip());
     let stored_map = (direction == Direction::DataToLatent) == to_latent;
-    if stored_map {
-        (v * f + t, log_f)
-    } else {
-        ((v - t) / f, -log_f)
-    }
+    let (y, ld) = if stored_map { (v * f + t, log_f) } else { ((v - t) / f, -log_f) };
+    seen.see(y);
+    (y, ld)
 }
 
-fn elementwise(direction: Direction, log_scale: &[f64], shift: &[f64], v: &mut [f64], to_latent: bool) -> f64 {
-    let mut logdet = 0.0;
+fn elementwise<T: Real>(
+    direction: Direction,
+    log_scale: &[f64],
+    shift: &[f64],
+    v: &mut [T],
+    to_latent: bool,
+    seen: &mut Magnitude,
+) -> T {
+    let mut logdet = T::zero();
     for i in 0..v.len() {
-        let (y, ld) = apply_affine(direction, to_latent, v[i], log_scale[i], log_scale[i].exp(), shift[i]);
+        let ls = T::of(log_scale[i]);
+        let (y, ld) = apply_affine(direction, to_latent, (v[i], ls, ls.exp(), T::of(shift[i])), seen);
         v[i] = y;
-        logdet += ld;
+        logdet = logdet + ld;
     }
     logdet
 }
 
-fn coupling(c: &Coupling, v: &mut [f64], to_latent: bool) -> f64 {
+fn coupling<T: Real>(c: &Coupling, v: &mut [T], to_latent: bool, seen: &mut Magnitude) -> T {
     let transformed = c.transformed_features();
-    let (u, t) = conditioner_outputs(c, v);
-    let mut logdet = 0.0;
+    let (u, t) = conditioner_outputs_in(c, v, seen);
+    let mut logdet = T::zero();
     for (k, &i) in transformed.iter().enumerate() {
-        let (log_f, f) = scale_factor(&c.scale, u[k], i);
-        let (y, ld) = apply_affine(c.direction, to_latent, v[i], log_f, f, t[k]);
+        let (log_f, f) = scale_factor_in(&c.scale, u[k], i);
+        let (y, ld) = apply_affine(c.direction, to_latent, (v[i], log_f, f, t[k]), seen);
         v[i] = y;
-        logdet += ld;
+        logdet = logdet + ld;
     }
     logdet
 }
@@ -167,17 +278,21 @@ fn coupling(c: &Coupling, v: &mut [f64], to_latent: bool) -> f64 {
 /// Scale inputs u and shifts t for the transformed features (index order), computed from
 /// the identity features of `v` only.
 pub fn conditioner_outputs(c: &Coupling, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    conditioner_outputs_in(c, v, &mut Magnitude::default())
+}
+
+fn conditioner_outputs_in<T: Real>(c: &Coupling, v: &[T], seen: &mut Magnitude) -> (Vec<T>, Vec<T>) {
     let transformed = c.transformed_features();
     match &c.conditioner {
         Conditioner::MaskedSt { s, t } => {
-            let masked: Vec<f64> = v.iter().zip(&c.mask).map(|(&x, &b)| if b { x } else { 0.0 }).collect();
-            let s_out = mlp_forward(s, &masked);
-            let t_out = mlp_forward(t, &masked);
+            let masked: Vec<T> = v.iter().zip(&c.mask).map(|(&x, &b)| if b { x } else { T::zero() }).collect();
+            let s_out = mlp_forward_in(s, &masked, seen);
+            let t_out = mlp_forward_in(t, &masked, seen);
             (transformed.iter().map(|&i| s_out[i]).collect(), transformed.iter().map(|&i| t_out[i]).collect())
         }
         Conditioner::Shared { st, layout } => {
-            let inputs: Vec<f64> = c.identity_features().iter().map(|&i| v[i]).collect();
-            let out = mlp_forward(st, &inputs);
+            let inputs: Vec<T> = c.identity_features().iter().map(|&i| v[i]).collect();
+            let out = mlp_forward_in(st, &inputs, seen);
             let n = transformed.len();
             match layout {
                 Layout::ShiftScale => (out[n..].to_vec(), out[..n].to_vec()),
@@ -189,85 +304,96 @@ pub fn conditioner_outputs(c: &Coupling, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 /// Returns (log f, f) for scale input `u` of feature `i`.
 pub fn scale_factor(scale: &ScaleFn, u: f64, i: usize) -> (f64, f64) {
+    scale_factor_in(scale, u, i)
+}
+
+fn scale_factor_in<T: Real>(scale: &ScaleFn, u: T, i: usize) -> (T, T) {
     match scale {
         ScaleFn::Exp => (u, u.exp()),
         ScaleFn::TanhExp { alpha } => {
-            let lf = alpha[i] * u.tanh();
+            let lf = T::of(alpha[i]) * u.tanh();
             (lf, lf.exp())
         }
         ScaleFn::Sigmoid { offset, eps } => {
-            let f = sigmoid(u + offset) + eps;
+            let f = sigmoid(u + T::of(*offset)) + T::of(*eps);
             (f.ln(), f)
         }
         ScaleFn::SoftClampExp { bound } => {
+            let bound = T::of(*bound);
             let lf = bound * (u / bound).tanh();
             (lf, lf.exp())
         }
     }
 }
 
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+fn sigmoid<T: Real>(x: T) -> T {
+    if x >= T::zero() {
+        T::one() / (T::one() + (-x).exp())
     } else {
         let e = x.exp();
-        e / (1.0 + e)
+        e / (T::one() + e)
     }
 }
 
 /// Evaluates a conditioner net (plain MLP or residual net, see [`Mlp`]) on one input vector.
 pub fn mlp_forward(mlp: &Mlp, input: &[f64]) -> Vec<f64> {
+    mlp_forward_in(mlp, input, &mut Magnitude::default())
+}
+
+fn mlp_forward_in<T: Real>(mlp: &Mlp, input: &[T], seen: &mut Magnitude) -> Vec<T> {
     let last = mlp.linears.len() - 1;
-    let act = |v: Vec<f64>| -> Vec<f64> { v.into_iter().map(|x| activate(mlp.activation, x)).collect() };
+    let act = |v: Vec<T>| -> Vec<T> { v.into_iter().map(|x| activate(mlp.activation, x)).collect() };
     let mut h = input.to_vec();
     if mlp.residual_blocks == 0 {
         for l in &mlp.linears[..last] {
-            h = act(linear(l, &h));
+            h = act(linear(l, &h, seen));
         }
     } else {
-        h = linear(&mlp.linears[0], &h);
+        h = linear(&mlp.linears[0], &h, seen);
         for pair in mlp.linears[1..last].chunks_exact(2) {
-            let inner = linear(&pair[1], &act(linear(&pair[0], &act(h.clone()))));
-            h.iter_mut().zip(inner).for_each(|(a, b)| *a += b);
+            let inner = linear(&pair[1], &act(linear(&pair[0], &act(h.clone()), seen)), seen);
+            h.iter_mut().zip(inner).for_each(|(a, b)| *a = *a + b);
+            seen.see_all(&h);
         }
     }
-    let mut out = linear(&mlp.linears[last], &h);
+    let mut out = linear(&mlp.linears[last], &h, seen);
     if mlp.output == OutputFn::Tanh {
         out.iter_mut().for_each(|v| *v = v.tanh());
     }
     out
 }
 
-/// `W x + b` for one vector.
-fn linear(l: &Linear, x: &[f64]) -> Vec<f64> {
-    let mut out = l.bias.clone();
+/// `W x + b` for one vector (sums in input order).
+fn linear<T: Real>(l: &Linear, x: &[T], seen: &mut Magnitude) -> Vec<T> {
+    let mut out: Vec<T> = l.bias.iter().map(|&b| T::of(b)).collect();
     for (o, acc) in out.iter_mut().enumerate() {
         let row = &l.weight[o * l.inputs..(o + 1) * l.inputs];
-        *acc += row.iter().zip(x).map(|(w, x)| w * x).sum::<f64>();
+        *acc = *acc + row.iter().zip(x).map(|(&w, &x)| T::of(w) * x).sum::<T>();
     }
+    seen.see_all(&out);
     out
 }
 
-/// Hidden activation, float64.
-pub fn activate(a: Activation, x: f64) -> f64 {
+/// Hidden activation in `T`.
+pub fn activate<T: Real>(a: Activation, x: T) -> T {
     match a {
-        Activation::Relu => x.max(0.0),
+        Activation::Relu => x.max(T::zero()),
         Activation::LeakyRelu { negative_slope } => {
-            if x >= 0.0 {
+            if x >= T::zero() {
                 x
             } else {
-                negative_slope * x
+                T::of(negative_slope) * x
             }
         }
         Activation::Tanh => x.tanh(),
         Activation::Elu => {
-            if x > 0.0 {
+            if x > T::zero() {
                 x
             } else {
                 x.exp_m1()
             }
         }
         Activation::Silu => x * sigmoid(x),
-        Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Activation::Gelu => T::of(0.5) * x * (T::one() + (x / T::of(std::f64::consts::SQRT_2)).erf()),
     }
 }

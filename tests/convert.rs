@@ -4,69 +4,29 @@
 //! (manifest.json lists each fixture and its `realnvp convert` options).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::Arc;
 
 use realnvp::engine::{open_engine, Device};
-use realnvp::format::load_flow;
 use realnvp::model::Flow;
 use realnvp::reference;
 use realnvp::verify::verify;
 use safetensors::SafeTensors;
 
 mod common;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch")
-}
-
-struct Fixture {
-    name: String,
-    library: String,
-    options: Vec<String>,
-}
+use common::pytorch::{self, convert, fixture_dir, Fixture};
 
 fn fixtures() -> Vec<Fixture> {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture_dir().join("manifest.json")).unwrap()).unwrap();
-    manifest["fixtures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| Fixture {
-            name: f["name"].as_str().unwrap().to_owned(),
-            library: f["library"].as_str().unwrap().to_owned(),
-            options: f["options"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect(),
-        })
-        .collect()
+    pytorch::fixtures("manifest.json")
 }
 
 /// Float64 tensors of a fixture's `.expected.safetensors`.
 fn expected(name: &str) -> HashMap<String, Vec<f64>> {
-    let bytes = std::fs::read(fixture_dir().join(format!("{name}.expected.safetensors"))).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()))
-        .collect()
-}
-
-fn realnvp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_realnvp")).args(args).output().expect("run realnvp")
-}
-
-fn convert(state: &Path, library: &str, options: &[String], out: &Path) -> Output {
-    let mut args = vec!["convert", "--from", library, state.to_str().unwrap(), "-o", out.to_str().unwrap()];
-    args.extend(options.iter().map(String::as_str));
-    realnvp(&args)
+    pytorch::tensors(&format!("{name}.expected.safetensors"))
 }
 
 fn converted(f: &Fixture, dir: &Path) -> Flow {
-    let out = dir.join(format!("{}.safetensors", f.name));
-    let run = convert(&fixture_dir().join(format!("{}.state.safetensors", f.name)), &f.library, &f.options, &out);
-    assert!(run.status.success(), "{}: {}", f.name, String::from_utf8_lossy(&run.stderr));
-    load_flow(&out).unwrap()
+    pytorch::converted(f, "", dir)
 }
 
 fn assert_close(name: &str, what: &str, got: &[f64], want: &[f64], tol: f64) {

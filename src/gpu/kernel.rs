@@ -127,20 +127,25 @@ fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
             None
         }
         Base::DiagonalNormal { loc, log_scale } => {
-            weights.extend(loc.iter().chain(log_scale).map(|&v| v as f32));
+            weights.extend(loc.iter().map(|&v| v as f32).chain(log_scale.iter().map(|&s| (-s).exp() as f32)));
             Some(off)
         }
     }
 }
 
-/// Constants every form needs: D and the base distribution.
+/// Constants every form needs: D and the base distribution (its log-normalizer computed
+/// in float64).
 fn header(flow: &Flow, base_off: Option<u32>) -> String {
     let d = flow.dim;
+    let log_scales: f64 = match &flow.base {
+        Base::StandardNormal => 0.0,
+        Base::DiagonalNormal { log_scale, .. } => log_scale.iter().sum(),
+    };
     format!(
-        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst HALF_D_LN_2PI: f32 = {};\n",
+        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst BASE_LOG_NORM: f32 = {};\n",
         base_off.is_some(),
         base_off.unwrap_or(0),
-        unrolled::lit(0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
+        unrolled::lit(-log_scales - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
     )
 }
 

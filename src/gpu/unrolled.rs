@@ -111,14 +111,14 @@ fn coupling_code(out: &mut String, c: &Coupling, to_latent: bool) {
         let log_f = match &c.scale {
             ScaleFn::Exp => u.clone(),
             ScaleFn::TanhExp { alpha } => format!("{} * tanh_safe({u})", lit(alpha[f])),
-            ScaleFn::Sigmoid { offset, eps } => format!("log(sigmoid({u} + {}) + {})", lit(*offset), lit(*eps)),
+            ScaleFn::Sigmoid { offset, eps } => format!("log_acc(sigmoid({u} + {}) + {})", lit(*offset), lit(*eps)),
             ScaleFn::SoftClampExp { bound } => format!("{0} * tanh_safe({u} / {0})", lit(*bound)),
         };
         let _ = writeln!(out, "    let l{k} = {log_f};");
         if forward {
-            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp(l{k}), {t});\n    ld += l{k};");
+            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp_acc(l{k}), {t});\n    ld += l{k};");
         } else {
-            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp(-l{k});\n    ld -= l{k};");
+            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp_acc(-l{k});\n    ld -= l{k};");
         }
     }
 }

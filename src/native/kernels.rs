@@ -92,29 +92,30 @@ pub fn log_scale(u: &mut [f32], rows: usize, scale: &LogScale) {
 
 /// One feature of an affine map, in place over `rows` values `v`:
 /// `apply_stored` → `v = v·e^{lf} + t`, `logdet += lf`; else the inverse
-/// `v = (v − t)·e^{−lf}`, `logdet −= lf`. `lf` and `t` are per row.
+/// `v = (v − t)·e^{−lf}`, `logdet −= lf`. `lf` and `t` are per row; the log-det is float64.
 #[multiversion(targets = "simd")]
-pub fn affine_rows(v: &mut [f32], log_f: &[f32], shift: &[f32], logdet: &mut [f32], apply_stored: bool) {
+pub fn affine_rows(v: &mut [f32], log_f: &[f32], shift: &[f32], logdet: &mut [f64], apply_stored: bool) {
     let it = v.iter_mut().zip(log_f).zip(shift).zip(logdet.iter_mut());
     if apply_stored {
         it.for_each(|(((v, &lf), &t), ld)| {
             *v = *v * exp(lf) + t;
-            *ld += lf;
+            *ld += f64::from(lf);
         });
     } else {
         it.for_each(|(((v, &lf), &t), ld)| {
             *v = (*v - t) * exp(-lf);
-            *ld -= lf;
+            *ld -= f64::from(lf);
         });
     }
 }
 
-/// `q[r] += Σ_i ((v[i][r] − loc_i)·inv_scale_i)²` over a feature-major `[D][rows]` tile.
+/// `q[r] += Σ_i ((v[i][r] − loc_i)·inv_scale_i)²` over a feature-major `[D][rows]` tile, the
+/// standardized value in float32, its square and the sum in float64.
 #[multiversion(targets = "simd")]
-pub fn add_squares(v: &[f32], rows: usize, loc: &[f32], inv_scale: &[f32], q: &mut [f32]) {
+pub fn add_squares(v: &[f32], rows: usize, loc: &[f32], inv_scale: &[f32], q: &mut [f64]) {
     for ((row, &m), &s) in v.chunks_exact(rows).zip(loc).zip(inv_scale) {
         q.iter_mut().zip(row).for_each(|(q, &x)| {
-            let r = (x - m) * s;
+            let r = f64::from((x - m) * s);
             *q += r * r;
         });
     }

@@ -110,4 +110,13 @@ pub fn nan_rows_are_isolated(open: Open) {
     let (mut z, mut ld) = (vec![0.0; 2400], vec![0.0; 600]);
     open(&flow, 256).unwrap().forward_to_latent(&dirty, &mut z, &mut ld).unwrap();
     assert!(ld[10].is_nan() && z[40..44].iter().all(|v| v.is_nan()) && z[44..48].iter().all(|v| v.is_finite()));
+    // latent→data: the same rows as latents
+    let (mut x, mut ld_inv) = (vec![0.0; 2400], vec![0.0; 600]);
+    open(&flow, 256).unwrap().inverse_to_data(&dirty, &mut x, &mut ld_inv).unwrap();
+    for r in 0..600 {
+        let bad = r == 10 || r == 300;
+        let row = &x[r * 4..r * 4 + 4];
+        assert_eq!(ld_inv[r].is_nan(), bad, "latent→data log-det of row {r}");
+        assert!(row.iter().all(|v| v.is_nan() == bad), "latent→data row {r}: {row:?}");
+    }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agreement;
+pub mod pytorch;
 
 use realnvp::model::Flow;
 use realnvp::reference;

@@ -1,0 +1,175 @@
+//! `verify` itself: it passes every correct engine on trained models (rows from the model, the
+//! user's data, far-tail rows that leave float32's range), and it fails an engine that is
+//! wrong in any one output, in its reduction, or that turns in-range rows non-finite.
+
+use std::sync::Arc;
+
+use realnvp::engine::{open_engine, CpuReference, Device, Engine, LogLikelihoodSum};
+use realnvp::model::Flow;
+use realnvp::random::random_mixed_flow;
+use realnvp::verify::{model_rows, verify};
+
+mod common;
+use common::pytorch;
+
+fn devices() -> Vec<Device> {
+    let mut devices = vec![Device::Native];
+    if !realnvp::gpu::adapters(&realnvp::gpu::instance()).is_empty() {
+        devices.push(Device::Gpu(None));
+    } else if std::env::var_os("REALNVP_REQUIRE_GPU").is_some() {
+        panic!("REALNVP_REQUIRE_GPU is set but no wgpu adapter was found");
+    }
+    devices
+}
+
+#[test]
+fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
+    let dir = common::tempdir();
+    for f in pytorch::fixtures("acc_manifest.json") {
+        let flow = Arc::new(pytorch::converted(&f, "acc_", dir.path()));
+        let t = pytorch::tensors(&format!("acc_{}.peer.safetensors", f.name));
+        // N(0, 3²) in data space: far outside the training data; for the exp-scale models many
+        // of these rows leave float32's range in float64, which verify must report, not fail.
+        let tail: Vec<f64> = common::gaussian_rows(2000, flow.dim, 3).iter().map(|v| 3.0 * v).collect();
+        for device in devices() {
+            let engine = open_engine(flow.clone(), &device, &Default::default()).unwrap();
+            for (what, x) in [("model rows", model_rows(&flow, 3000, 1)), ("data rows", t["x_data"].clone()), ("N(0, 3²) rows", tail.clone())] {
+                let report = verify(engine.as_ref(), &x).unwrap();
+                assert!(report.passed(), "{} on {device}, {what}:\n{report}", f.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn out_of_range_rows_are_reported_not_compared() {
+    // one coupling with exp scales of a large net: rows far out give e^{s} beyond float32
+    let dir = common::tempdir();
+    let f = pytorch::fixtures("acc_manifest.json").into_iter().find(|f| f.name == "normflows_masked_exp").unwrap();
+    let flow = Arc::new(pytorch::converted(&f, "acc_", dir.path()));
+    let far: Vec<f64> = common::gaussian_rows(2000, flow.dim, 4).iter().map(|v| 1e4 * v).collect();
+    let engine = open_engine(flow.clone(), &Device::Native, &Default::default()).unwrap();
+    let report = verify(engine.as_ref(), &far).unwrap();
+    assert!(report.out_of_range > 0, "{report}");
+    assert!(report.first_out_of_range.is_some());
+    assert!(report.passed(), "{report}");
+    assert!(report.to_string().contains("out of float32 range"));
+}
+
+/// Which output a [`Wrong`] engine gets wrong.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    Latent,
+    LogDet,
+    LogProb,
+    InverseX,
+    InverseLogDet,
+    /// The reduction's mean is off.
+    Mean,
+    /// The reduction counts one finite row too few.
+    FiniteCount,
+    /// Every 100th in-range row gets NaN log p.
+    NonFinite,
+}
+
+/// The float64 reference with one deliberate fault.
+struct Wrong(CpuReference, Fault);
+
+fn nudge(v: &mut [f64]) {
+    v.iter_mut().for_each(|x| *x += 1e-3 * (1.0 + x.abs()));
+}
+
+impl Engine for Wrong {
+    fn name(&self) -> String {
+        format!("wrong {:?}", self.1)
+    }
+    fn flow(&self) -> &Flow {
+        self.0.flow()
+    }
+    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], ld: &mut [f64]) -> realnvp::Result<()> {
+        self.0.forward_to_latent(x, z, ld)?;
+        match self.1 {
+            Fault::Latent => nudge(&mut z[..1]),
+            Fault::LogDet => nudge(&mut ld[..1]),
+            _ => {}
+        }
+        Ok(())
+    }
+    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], ld: &mut [f64]) -> realnvp::Result<()> {
+        self.0.inverse_to_data(z, x, ld)?;
+        match self.1 {
+            Fault::InverseX => {
+                let n = x.len();
+                nudge(&mut x[n - 1..])
+            }
+            Fault::InverseLogDet => nudge(&mut ld[..1]),
+            _ => {}
+        }
+        Ok(())
+    }
+    fn log_prob(&self, x: &[f64], lp: &mut [f64], sum: &mut LogLikelihoodSum) -> realnvp::Result<()> {
+        self.0.log_prob(x, lp, &mut LogLikelihoodSum::default())?;
+        match self.1 {
+            Fault::LogProb => nudge(&mut lp[..1]),
+            Fault::NonFinite => lp.iter_mut().step_by(100).for_each(|v| *v = f64::NAN),
+            _ => {}
+        }
+        let before = sum.clone();
+        sum.add_rows(lp);
+        match self.1 {
+            Fault::Mean => sum.sum += 1e-2 * (sum.finite_rows - before.finite_rows) as f64,
+            Fault::FiniteCount => sum.finite_rows -= 1,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn verify_fails_an_engine_wrong_in_any_one_output() {
+    let flow = Arc::new(random_mixed_flow(4, 6, 16, 9));
+    let x = model_rows(&flow, 500, 2);
+    assert!(verify(&CpuReference::new(flow.clone()), &x).unwrap().passed());
+    for fault in [
+        Fault::Latent,
+        Fault::LogDet,
+        Fault::LogProb,
+        Fault::InverseX,
+        Fault::InverseLogDet,
+        Fault::Mean,
+        Fault::FiniteCount,
+        Fault::NonFinite,
+    ] {
+        let report = verify(&Wrong(CpuReference::new(flow.clone()), fault), &x).unwrap();
+        assert!(!report.passed(), "{fault:?} passed:\n{report}");
+        assert!(report.to_string().ends_with("FAIL"));
+    }
+}
+
+#[test]
+fn verify_needs_rows_of_the_model_width() {
+    let flow = Arc::new(random_mixed_flow(3, 2, 8, 1));
+    let engine = CpuReference::new(flow);
+    assert!(verify(&engine, &[]).is_err());
+    assert!(verify(&engine, &[0.0; 4]).is_err());
+}
+
+#[test]
+fn cli_verify_draws_from_the_model_and_checks_input_width() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let model = d.join("m.safetensors");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    assert!(pytorch::realnvp(&["init", "--dim", "3", "--layers", "2", "--hidden", "8", "-o", &path(&model)]).status.success());
+    let out = pytorch::realnvp(&["verify", "--model", &path(&model), "-n", "300", "--device", "native"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("300 drawn from the model") && stdout.contains("PASS"), "{stdout}");
+    // a [100, 4] file for a D = 3 model is refused, not read as 133 rows
+    let x = d.join("x.npy");
+    realnvp::npy::write_all(&x, &[100, 4], &vec![0.5; 400], realnvp::npy::NpyDtype::F32).unwrap();
+    let out = pytorch::realnvp(&["verify", "--model", &path(&model), "--input", &path(&x), "--device", "native"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 columns"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
