@@ -269,3 +269,61 @@ fn demo_runs() {
     let out = ok(&["demo", "-n", "2000"]);
     assert!(out.contains("mean log-likelihood") && out.contains("OK"), "{out}");
 }
+
+/// `sample` draws x = f⁻¹(ε) with ε from the model's base: for one elementwise-affine layer
+/// (data→latent z = x·e^a + b) and a diagonal normal base N(m, e^{2s}), x is normal with mean
+/// (m − b)·e^{−a} and standard deviation e^{s − a} per feature, in closed form.
+#[test]
+fn sample_draws_from_the_model_distribution() {
+    use realnvp::model::{Base, Direction, Flow, Layer};
+    let dir = common::tempdir();
+    let d = dir.path();
+    let (a, b, m, s_) = ([0.7, -0.4], [1.5, -2.0], [0.3, -1.2], [0.5, -0.8]);
+    let flow = Flow {
+        dim: 2,
+        base: Base::DiagonalNormal { loc: m.to_vec(), log_scale: s_.to_vec() },
+        layers: vec![Layer::ElementwiseAffine {
+            direction: Direction::DataToLatent,
+            log_scale: a.to_vec(),
+            shift: b.to_vec(),
+        }],
+    };
+    let model = d.join("affine.safetensors");
+    realnvp::format::save_flow(&flow, &model, realnvp::format::TensorDtype::F64).unwrap();
+    let n = 40_000;
+    for device in ["cpu", "native"] {
+        let out = d.join(format!("x_{device}.npy"));
+        ok(&["sample", "--model", s(&model), "-n", &n.to_string(), "--seed", "5", "--output", s(&out), "--device", device]);
+        let (x, rows, cols) = read_all(&out).unwrap();
+        assert_eq!((rows, cols), (n, 2));
+        for i in 0..2 {
+            let (mean, sd) = ((m[i] - b[i]) * (-a[i]).exp(), (s_[i] - a[i]).exp());
+            let col: Vec<f64> = x.iter().skip(i).step_by(2).copied().collect();
+            let got_mean = col.iter().sum::<f64>() / n as f64;
+            let got_sd = (col.iter().map(|v| (v - got_mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+            // 5 standard errors: mean ± 5·sd/√n, sd ± 5·sd/√(2n)
+            assert!((got_mean - mean).abs() < 5.0 * sd / (n as f64).sqrt(), "{device} feature {i}: mean {got_mean} vs {mean}");
+            assert!((got_sd - sd).abs() < 5.0 * sd / (2.0 * n as f64).sqrt(), "{device} feature {i}: sd {got_sd} vs {sd}");
+        }
+    }
+}
+
+#[test]
+fn init_stores_the_leaky_relu_slope_it_is_given() {
+    let dir = common::tempdir();
+    let model = dir.path().join("m.safetensors");
+    ok(&["init", "--dim", "3", "--layers", "2", "--hidden", "8", "--activation", "leaky_relu:0.2", "-o", s(&model)]);
+    let flow = load_flow(&model).unwrap();
+    let mut slopes = Vec::new();
+    for layer in &flow.layers {
+        if let realnvp::model::Layer::Coupling(c) = layer {
+            if let realnvp::model::Conditioner::MaskedSt { s, t } = &c.conditioner {
+                slopes.extend([s.activation, t.activation]);
+            }
+        }
+    }
+    assert!(!slopes.is_empty());
+    for a in slopes {
+        assert_eq!(a, realnvp::model::Activation::LeakyRelu { negative_slope: 0.2 });
+    }
+}
