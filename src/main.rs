@@ -544,7 +544,11 @@ fn run(command: Command) -> Result<()> {
                     let drawn = x.len() / flow.dim;
                     println!(
                         "rows: {drawn} drawn from the model (x = f⁻¹(ε), ε from its base, seed {seed}){}",
-                        if drawn < rows { format!("; {} draws were not finite in float32 and were dropped", rows - drawn) } else { String::new() }
+                        if drawn < rows {
+                            format!("; {} draws were not finite in float32 and were dropped", rows - drawn)
+                        } else {
+                            String::new()
+                        }
                     );
                     x
                 }

@@ -141,7 +141,9 @@ pub struct ReductionCheck {
 
 impl ReductionCheck {
     pub fn passed(&self) -> bool {
-        self.rows == self.expected_rows && self.finite_rows == self.expected_finite_rows && self.metric <= FLOAT32_TOLERANCE
+        self.rows == self.expected_rows
+            && self.finite_rows == self.expected_finite_rows
+            && self.metric <= FLOAT32_TOLERANCE
     }
 }
 
@@ -226,7 +228,10 @@ impl fmt::Display for VerifyReport {
         if self.non_finite_input > 0 {
             writeln!(f, "  rows with NaN/±Inf input (must give NaN): {}", self.non_finite_input)?;
         }
-        writeln!(f, "  output                    max |Δ|   max |Δ|/(1+|ref|)  worst row  failed rows  ill-conditioned")?;
+        writeln!(
+            f,
+            "  output                    max |Δ|   max |Δ|/(1+|ref|)  worst row  failed rows  ill-conditioned"
+        )?;
         for (name, c) in self.outputs() {
             writeln!(
                 f,
@@ -326,7 +331,13 @@ fn row_error(engine: &[f64], reference: &[f64]) -> (f64, f64) {
 
 /// Plain float32's error on one output of one row: the worst over the row and two copies
 /// moved by one ulp per feature (alternating directions), ∞ where float32 is not finite.
-fn yardstick(flow: &Flow, input: &[f64], to_latent: bool, pick: impl Fn(&RowRef<f32>) -> Vec<f64>, reference: &[f64]) -> f64 {
+fn yardstick(
+    flow: &Flow,
+    input: &[f64],
+    to_latent: bool,
+    pick: impl Fn(&RowRef<f32>) -> Vec<f64>,
+    reference: &[f64],
+) -> f64 {
     let nudged = |up: bool| -> Vec<f64> {
         input
             .iter()
@@ -337,7 +348,11 @@ fn yardstick(flow: &Flow, input: &[f64], to_latent: bool, pick: impl Fn(&RowRef<
                 // one ulp away from zero for even features and towards it for odd ones (or the reverse)
                 let away = (i % 2 == 0) == up;
                 let moved = if v == 0.0 {
-                    if away { f32::from_bits(1) } else { -f32::from_bits(1) }
+                    if away {
+                        f32::from_bits(1)
+                    } else {
+                        -f32::from_bits(1)
+                    }
                 } else if away {
                     f32::from_bits(bits + 1)
                 } else {
@@ -450,8 +465,10 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
 
     // the float64 reference, data→latent
     let forward: Vec<RowRef<f64>> = x.par_chunks(d).map(|r| reference_row::<f64>(flow, r, true)).collect();
-    let in_range: Vec<bool> =
-        forward.iter().map(|f| f.seen.fits_f32() && f.log_prob.is_finite() && f.out.iter().all(|v| v.is_finite())).collect();
+    let in_range: Vec<bool> = forward
+        .iter()
+        .map(|f| f.seen.fits_f32() && f.log_prob.is_finite() && f.out.iter().all(|v| v.is_finite()))
+        .collect();
     let z_ref: Vec<f64> = forward.iter().flat_map(|f| f.out.iter().copied()).collect();
     let ld_ref: Vec<f64> = forward.iter().map(|f| f.logdet).collect();
     let lp_ref: Vec<f64> = forward.iter().map(|f| f.log_prob).collect();
@@ -479,7 +496,15 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
         check_output(flow, &x, OutputRows { engine, reference, width }, &in_range, &finite_input, true, pick)
     };
     let inverse_check = |engine: &[f64], reference: &[f64], width: usize, pick: fn(&RowRef<f32>) -> Vec<f64>| {
-        check_output(flow, &z_in, OutputRows { engine, reference, width }, &inverse_in_range, &finite_input, false, pick)
+        check_output(
+            flow,
+            &z_in,
+            OutputRows { engine, reference, width },
+            &inverse_in_range,
+            &finite_input,
+            false,
+            pick,
+        )
     };
     let out = |r: &RowRef<f32>| r.out.iter().map(|&v| f64::from(v)).collect();
     let logdet = |r: &RowRef<f32>| vec![f64::from(r.logdet)];
@@ -489,7 +514,11 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
     let mut mean = MeanCheck::default();
     let (mut se, mut sr) = (0.0, 0.0);
     for r in 0..n {
-        if in_range[r] && lp[r].is_finite() && lp_ref[r].is_finite() && (lp[r] - lp_ref[r]).abs() / (1.0 + lp_ref[r].abs()) <= FLOAT32_TOLERANCE {
+        if in_range[r]
+            && lp[r].is_finite()
+            && lp_ref[r].is_finite()
+            && (lp[r] - lp_ref[r]).abs() / (1.0 + lp_ref[r].abs()) <= FLOAT32_TOLERANCE
+        {
             mean.rows += 1;
             se += lp[r];
             sr += lp_ref[r];
@@ -513,7 +542,11 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
             0.0
         } else {
             let m = (sum.mean() - own.mean()).abs() / (1.0 + own.mean().abs());
-            if m.is_nan() { f64::INFINITY } else { m }
+            if m.is_nan() {
+                f64::INFINITY
+            } else {
+                m
+            }
         },
     };
 

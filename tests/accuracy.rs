@@ -137,7 +137,10 @@ fn float32_engines_are_as_accurate_as_pytorch_float32() {
                 ("z on tail rows", e.tail_z, peer.tail_z),
             ] {
                 if !(got <= PEER_FACTOR * limit) {
-                    failures.push(format!("{} on {name}: {what} {got:.3e} > {PEER_FACTOR} × PyTorch's {limit:.3e}", f.name));
+                    failures.push(format!(
+                        "{} on {name}: {what} {got:.3e} > {PEER_FACTOR} × PyTorch's {limit:.3e}",
+                        f.name
+                    ));
                 }
             }
         }

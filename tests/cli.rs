@@ -293,7 +293,19 @@ fn sample_draws_from_the_model_distribution() {
     let n = 40_000;
     for device in ["cpu", "native"] {
         let out = d.join(format!("x_{device}.npy"));
-        ok(&["sample", "--model", s(&model), "-n", &n.to_string(), "--seed", "5", "--output", s(&out), "--device", device]);
+        ok(&[
+            "sample",
+            "--model",
+            s(&model),
+            "-n",
+            &n.to_string(),
+            "--seed",
+            "5",
+            "--output",
+            s(&out),
+            "--device",
+            device,
+        ]);
         let (x, rows, cols) = read_all(&out).unwrap();
         assert_eq!((rows, cols), (n, 2));
         for i in 0..2 {
@@ -302,8 +314,14 @@ fn sample_draws_from_the_model_distribution() {
             let got_mean = col.iter().sum::<f64>() / n as f64;
             let got_sd = (col.iter().map(|v| (v - got_mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
             // 5 standard errors: mean ± 5·sd/√n, sd ± 5·sd/√(2n)
-            assert!((got_mean - mean).abs() < 5.0 * sd / (n as f64).sqrt(), "{device} feature {i}: mean {got_mean} vs {mean}");
-            assert!((got_sd - sd).abs() < 5.0 * sd / (2.0 * n as f64).sqrt(), "{device} feature {i}: sd {got_sd} vs {sd}");
+            assert!(
+                (got_mean - mean).abs() < 5.0 * sd / (n as f64).sqrt(),
+                "{device} feature {i}: mean {got_mean} vs {mean}"
+            );
+            assert!(
+                (got_sd - sd).abs() < 5.0 * sd / (2.0 * n as f64).sqrt(),
+                "{device} feature {i}: sd {got_sd} vs {sd}"
+            );
         }
     }
 }

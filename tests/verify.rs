@@ -33,7 +33,11 @@ fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
         let tail: Vec<f64> = common::gaussian_rows(2000, flow.dim, 3).iter().map(|v| 3.0 * v).collect();
         for device in devices() {
             let engine = open_engine(flow.clone(), &device, &Default::default()).unwrap();
-            for (what, x) in [("model rows", model_rows(&flow, 3000, 1)), ("data rows", t["x_data"].clone()), ("N(0, 3²) rows", tail.clone())] {
+            for (what, x) in [
+                ("model rows", model_rows(&flow, 3000, 1)),
+                ("data rows", t["x_data"].clone()),
+                ("N(0, 3²) rows", tail.clone()),
+            ] {
                 let report = verify(engine.as_ref(), &x).unwrap();
                 assert!(report.passed(), "{} on {device}, {what}:\n{report}", f.name);
             }
@@ -160,7 +164,9 @@ fn cli_verify_draws_from_the_model_and_checks_input_width() {
     let d = dir.path();
     let model = d.join("m.safetensors");
     let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
-    assert!(pytorch::realnvp(&["init", "--dim", "3", "--layers", "2", "--hidden", "8", "-o", &path(&model)]).status.success());
+    assert!(pytorch::realnvp(&["init", "--dim", "3", "--layers", "2", "--hidden", "8", "-o", &path(&model)])
+        .status
+        .success());
     let out = pytorch::realnvp(&["verify", "--model", &path(&model), "-n", "300", "--device", "native"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
@@ -172,4 +178,3 @@ fn cli_verify_draws_from_the_model_and_checks_input_width() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("4 columns"), "{}", String::from_utf8_lossy(&out.stderr));
 }
-
