@@ -56,6 +56,23 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 
+// 1/b: the device's division (Vulkan allows 2.5 ulp) refined by one Newton step, to ≤ 1 ulp
+// where fma is fused; where it is not (lavapipe: WGSL permits an unfused fma) the step is harmless.
+fn recip(b: f32) -> f32 {
+    let r = 1.0 / b;
+    return fma(r, fma(-b, r, 1.0), r);
+}
+
+// Log-dets and sums of squares are accumulated as (hi, lo): hi on the grid of 2^-8 (sums of grid
+// values are exact in float32 while |Σ| < 2^16), lo the remainders (|t − hi| ≤ 2^-9) summed in
+// float32. No compensated-summation identity for a compiler to simplify away: round() is not one.
+const GRID: f32 = 256.0;
+
+fn split_add(acc: vec2<f32>, t: f32) -> vec2<f32> {
+    let hi = round(t * GRID) * (1.0 / GRID);
+    return vec2<f32>(acc.x + hi, acc.y + (t - hi));
+}
+
 // e^x: x = n·ln 2 + r with |r| ≤ ln2/2 (Cody–Waite, two-part ln 2), Cephes' degree-6
 // polynomial, then ×2^n; relative error ≤ 2 ulp, 0 below −87.3, +∞ above 88.72, NaN kept.
 fn exp_acc(x: f32) -> f32 {
@@ -111,20 +128,20 @@ fn tanh_safe(x: f32) -> f32 {
     p = fma(p, z, 1.33314422036e-1);
     p = fma(p, z, -3.33332819422e-1);
     let small = fma(p * z, x, x);
-    let t = 1.0 - 2.0 / (exp_acc(2.0 * a) + 1.0);
+    let t = 1.0 - 2.0 * recip(exp_acc(2.0 * a) + 1.0);
     return select(select(t, -t, x < 0.0), small, a < 0.625);
 }
 
 // ---- activations and scale functions (float32, overflow-safe) ----
 
 fn sigmoid(x: f32) -> f32 {
-    return 1.0 / (1.0 + exp_acc(-x));
+    return recip(1.0 + exp_acc(-x));
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
 fn erf_approx(x: f32) -> f32 {
     let a = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let t = recip(1.0 + 0.3275911 * a);
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let r = 1.0 - poly * exp_acc(-a * a);
     return select(r, -r, x < 0.0);
@@ -148,18 +165,21 @@ fn gelu(x: f32) -> f32 {
 
 // log density of the base at v: −½ Σ ((v_i − loc_i)·inv_scale_i)² + BASE_LOG_NORM, where the
 // host computed inv_scale = e^{−log_scale} and BASE_LOG_NORM = −Σ log_scale − D/2·ln 2π in
-// float64; standard normal: loc 0, inv_scale 1. The diagonal base's loc is at BASE_LOC_OFF,
-// inv_scale at BASE_LOC_OFF + D.
-fn base_quad() -> f32 {
-    var q = 0.0;
+// float64 (given as hi + lo, hi on the grid); standard normal: loc 0, inv_scale 1. The
+// diagonal base's loc is at BASE_LOC_OFF, inv_scale at BASE_LOC_OFF + D.
+fn base_log_density(ld: vec2<f32>) -> f32 {
+    var q = vec2<f32>(0.0);
     for (var i = 0u; i < D; i++) {
         var r = v[i];
         if BASE_DIAGONAL {
             r = (r - weights[BASE_LOC_OFF + i]) * weights[BASE_LOC_OFF + D + i];
         }
-        q = fma(r, r, q);
+        q = split_add(q, r * r);
     }
-    return q;
+    // the hi parts are on the grid 2^-9 after halving: their sum is exact
+    let hi = (ld.x + BASE_LOG_NORM_HI) - 0.5 * q.x;
+    let lo = (ld.y + BASE_LOG_NORM_LO) - 0.5 * q.y;
+    return hi + lo;
 }
 
 // ---- row I/O and entry points ----
@@ -191,8 +211,7 @@ fn log_prob_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     var lp = 0.0;
     if row < params.rows {
         if load_row(row) {
-            let ld = flow_to_latent();
-            lp = fma(-0.5, base_quad(), ld + BASE_LOG_NORM);
+            lp = base_log_density(flow_to_latent());
         } else {
             lp = nan();
         }
@@ -238,7 +257,8 @@ fn to_latent_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let finite = load_row(row);
     var ld = nan();
     if finite {
-        ld = flow_to_latent();
+        let acc = flow_to_latent();
+        ld = acc.x + acc.y;
     }
     store_row(row, finite);
     row_scalar[row] = ld;
@@ -254,7 +274,8 @@ fn to_data_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let finite = load_row(row);
     var ld = nan();
     if finite {
-        ld = flow_to_data();
+        let acc = flow_to_data();
+        ld = acc.x + acc.y;
     }
     store_row(row, finite);
     row_scalar[row] = ld;

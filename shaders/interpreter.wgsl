@@ -13,7 +13,8 @@
 //   plan[l], l < N_LAYERS: offset of layer l's record
 //   coupling:  [0, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
 //              feat_off: n_id identity features then n_tr transformed features
-//   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]
+//   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]; log_scale_off + 2D holds
+//                       e^{log_scale} and + 3D e^{−log_scale} (host float64, rounded)
 //   permutation:        [2, perm_off]
 //   net:       [n_steps, slope_bits, (in_padded, out_padded, w, b, src, dst, pre_kind, post_kind, accumulate) × n_steps]
 //              one step per Linear, in the order of model::PrunedNet::schedule: read buf[src..],
@@ -50,12 +51,12 @@ fn activate(x: f32, kind: u32, slope: f32) -> f32 {
 }
 
 // (log f, f) for scale input u of transformed feature k. kinds: 0 exp, 1 tanh_exp (alpha at
-// p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p).
+// p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p, 1/bound at p + 1).
 fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
     switch kind {
         case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp_acc(l)); }
         case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log_acc(f), f); }
-        case 3u: { let c = weights[p]; let l = c * tanh_safe(u / c); return vec2<f32>(l, exp_acc(l)); }
+        case 3u: { let c = weights[p]; let l = c * tanh_safe(u * weights[p + 1u]); return vec2<f32>(l, exp_acc(l)); }
         default: { return vec2<f32>(u, exp_acc(u)); }
     }
 }
@@ -183,7 +184,7 @@ fn run_mlp(net: u32) {
 
 // The stored affine map y = x·f + t goes data→latent when stored_to_latent; moving towards
 // the latent applies it, moving towards the data applies its inverse. Returns the log-det.
-fn coupling(rec: u32, to_latent: bool) -> f32 {
+fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let forward = (plan[rec + 1u] != 0u) == to_latent;
     let scale_kind = plan[rec + 2u];
     let scale_off = plan[rec + 3u];
@@ -202,36 +203,36 @@ fn coupling(rec: u32, to_latent: bool) -> f32 {
         run_mlp(net);
         net += 2u + 9u * plan[net];
     }
-    var ld = 0.0;
+    var ld = acc;
     for (var k = 0u; k < n_tr; k++) {
         let f = plan[feat + n_id + k];
         let t = buf[ST + k];
         let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k);
         if forward {
-            v[f] = v[f] * lf.y + t;
-            ld += lf.x;
+            v[f] = fma(v[f], lf.y, t);
+            ld = split_add(ld, lf.x);
         } else {
-            v[f] = (v[f] - t) / lf.y;
-            ld -= lf.x;
+            v[f] = (v[f] - t) * recip(lf.y);
+            ld = split_add(ld, -lf.x);
         }
     }
     return ld;
 }
 
-fn elementwise(rec: u32, to_latent: bool) -> f32 {
+fn elementwise(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let forward = (plan[rec + 1u] != 0u) == to_latent;
     let ls_off = plan[rec + 2u];
     let sh_off = plan[rec + 3u];
-    var ld = 0.0;
+    var ld = acc;
     for (var i = 0u; i < D; i++) {
         let ls = weights[ls_off + i];
         let sh = weights[sh_off + i];
         if forward {
-            v[i] = v[i] * exp_acc(ls) + sh;
-            ld += ls;
+            v[i] = fma(v[i], weights[ls_off + 2u * D + i], sh);
+            ld = split_add(ld, ls);
         } else {
-            v[i] = (v[i] - sh) * exp_acc(-ls);
-            ld -= ls;
+            v[i] = (v[i] - sh) * weights[ls_off + 3u * D + i];
+            ld = split_add(ld, -ls);
         }
     }
     return ld;
@@ -250,30 +251,30 @@ fn permute(rec: u32, to_latent: bool) {
     }
 }
 
-fn apply_layer(l: u32, to_latent: bool) -> f32 {
+// Applies layer l to v and adds its log-det terms to the (hi, lo) accumulator.
+fn apply_layer(l: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let rec = plan[l];
     switch plan[rec] {
-        case 0u: { return coupling(rec, to_latent); }
-        case 1u: { return elementwise(rec, to_latent); }
-        default: { permute(rec, to_latent); return 0.0; }
+        case 0u: { return coupling(rec, to_latent, acc); }
+        case 1u: { return elementwise(rec, to_latent, acc); }
+        default: { permute(rec, to_latent); return acc; }
     }
 }
 
-// Data→latent in place on v; returns log|det ∂z/∂x|.
-fn flow_to_latent() -> f32 {
-    var ld = 0.0;
+// Data→latent in place on v; returns log|det ∂z/∂x| as (hi, lo).
+fn flow_to_latent() -> vec2<f32> {
+    var ld = vec2<f32>(0.0);
     for (var l = 0u; l < N_LAYERS + params._pad0; l++) {
-        ld += apply_layer(l, true);
+        ld = apply_layer(l, true, ld);
     }
     return ld;
 }
 
-// Latent→data in place on v; returns log|det ∂x/∂z|.
-fn flow_to_data() -> f32 {
-    var ld = 0.0;
+// Latent→data in place on v; returns log|det ∂x/∂z| as (hi, lo).
+fn flow_to_data() -> vec2<f32> {
+    var ld = vec2<f32>(0.0);
     for (var l = N_LAYERS + params._pad0; l > 0u; l--) {
-        ld += apply_layer(l - 1u, false);
+        ld = apply_layer(l - 1u, false, ld);
     }
     return ld;
 }
-

@@ -64,9 +64,11 @@ pub struct Magnitude(pub f64);
 impl Magnitude {
     fn see<T: Real>(&mut self, v: T) {
         let a = v.wide().abs();
-        // NaN compares false: a NaN intermediate (from finite inputs) marks the row as beyond range
-        if !(a <= self.0) {
-            self.0 = if a.is_nan() { f64::INFINITY } else { a };
+        // a NaN intermediate (from finite inputs) marks the row as beyond range
+        if a.is_nan() {
+            self.0 = f64::INFINITY;
+        } else if a > self.0 {
+            self.0 = a;
         }
     }
 

@@ -191,7 +191,7 @@ impl VerifyReport {
     /// Every output passes, the mean agrees, and the engine's reduction counts its rows.
     pub fn passed(&self) -> bool {
         self.outputs().iter().all(|(_, c)| c.passed())
-            && !(self.mean.metric > self.tolerance)
+            && self.mean.metric.partial_cmp(&self.tolerance) != Some(std::cmp::Ordering::Greater)
             && self.reduction.passed()
     }
 

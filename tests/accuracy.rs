@@ -4,15 +4,17 @@
 //! state_dict, held-out data rows and far-tail rows, and the library's `log_prob` and latent
 //! in float64 (the truth) and float32 (the peer).
 //!
-//! Measured per model, data rows and tail rows apart: log p's largest absolute error on data
-//! rows, its largest relative error on tail rows (where |log p| is large), and z's largest
-//! `|Δ|/(1+|z|)`. An engine passes when each is at most [`PEER_FACTOR`] × PyTorch float32's.
-//! Run with `--nocapture` for the table (BENCHMARKS.md, "float32 accuracy").
+//! Measured per model, data rows and tail rows apart, for log p (absolute error on data rows,
+//! relative error on tail rows where |log p| is large) and for z (`|Δ|/(1+|z|)`): the root
+//! mean square over the rows (a stable statistic: equally good float32 computations agree
+//! to ~10 %) and the maximum (noisy: it scatters by ±50 % between equally good ones).
 //!
-//! The goal of the project is 1.25× (issue #11); measured today the worst ratio is 2.2×: these
-//! maxima over 1,024 rows are dominated by ordinary float32 rounding, the reference's own code
-//! run in float32 scatters between 0.7× and 1.8× PyTorch's, and meeting 1.25× on every
-//! model needs arithmetic more accurate than plain float32 (compensated sums in the nets).
+//! The project's goal (issue #11) is every engine within 1.25× PyTorch float32. Measured
+//! (BENCHMARKS.md, "float32 accuracy"): the native engine meets it on the RMS of every output
+//! of every model (log p 0.6–1.0×, z 1.0–1.15×); the GPU on lavapipe does not (log p 0.8–1.3×,
+//! z up to 1.5×; lavapipe computes WGSL's `fma` unfused). So the test holds the native engine
+//! to [`NATIVE_RMS_FACTOR`] and the GPU to [`GPU_RMS_FACTOR`], and both to [`MAX_FACTOR`] on
+//! the maxima. Run with `--nocapture` for the table.
 
 use std::sync::Arc;
 
@@ -24,36 +26,41 @@ use realnvp::model::Flow;
 mod common;
 use common::pytorch;
 
-/// An engine's error may be at most this many times PyTorch float32's on the same rows
-/// (the goal is 1.25, see the module documentation).
-const PEER_FACTOR: f64 = 2.5;
+/// RMS error of the native engine: at most this many times PyTorch float32's (the goal).
+const NATIVE_RMS_FACTOR: f64 = 1.25;
+/// RMS error of the GPU engine (not yet the goal on lavapipe, see the module documentation).
+const GPU_RMS_FACTOR: f64 = 1.6;
+/// Largest error of any engine.
+const MAX_FACTOR: f64 = 2.5;
 
+/// Errors of one engine on one model: [data log p, tail log p, data z, tail z], RMS and max.
 #[derive(Clone, Copy, Default, Debug)]
 struct Errors {
-    /// log p on data rows: max |Δ|.
-    data_logp_abs: f64,
-    /// log p on tail rows: max |Δ|/|ref|.
-    tail_logp_rel: f64,
-    /// z on data rows and on tail rows: max |Δ|/(1+|ref|).
-    data_z: f64,
-    tail_z: f64,
+    rms: [f64; 4],
+    max: [f64; 4],
 }
 
-fn max_err(got: &[f64], want: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+const OUTPUTS: [&str; 4] = ["log p on data rows", "log p on tail rows (relative)", "z on data rows", "z on tail rows"];
+
+/// (RMS, max) of `f(got, want)` over the values; a non-finite value counts as ∞.
+fn stats(got: &[f64], want: &[f64], f: impl Fn(f64, f64) -> f64) -> (f64, f64) {
     assert_eq!(got.len(), want.len());
-    got.iter().zip(want).map(|(&g, &w)| if g.is_finite() { f(g, w) } else { f64::INFINITY }).fold(0.0, f64::max)
+    let e: Vec<f64> =
+        got.iter().zip(want).map(|(&g, &w)| if g.is_finite() { f(g, w) } else { f64::INFINITY }).collect();
+    ((e.iter().map(|v| v * v).sum::<f64>() / e.len() as f64).sqrt(), e.iter().copied().fold(0.0, f64::max))
 }
 
 fn errors(lp: [&[f64]; 2], z: [&[f64]; 2], t: &std::collections::HashMap<String, Vec<f64>>) -> Errors {
     let abs = |g: f64, w: f64| (g - w).abs();
     let rel = |g: f64, w: f64| (g - w).abs() / w.abs();
     let metric = |g: f64, w: f64| (g - w).abs() / (1.0 + w.abs());
-    Errors {
-        data_logp_abs: max_err(lp[0], &t["lp64_data"], abs),
-        tail_logp_rel: max_err(lp[1], &t["lp64_tail"], rel),
-        data_z: max_err(z[0], &t["z64_data"], metric),
-        tail_z: max_err(z[1], &t["z64_tail"], metric),
-    }
+    let all = [
+        stats(lp[0], &t["lp64_data"], abs),
+        stats(lp[1], &t["lp64_tail"], rel),
+        stats(z[0], &t["z64_data"], metric),
+        stats(z[1], &t["z64_tail"], metric),
+    ];
+    Errors { rms: all.map(|(r, _)| r), max: all.map(|(_, m)| m) }
 }
 
 fn engine_errors(engine: &dyn Engine, t: &std::collections::HashMap<String, Vec<f64>>) -> Errors {
@@ -112,35 +119,37 @@ fn float32_engines_are_as_accurate_as_pytorch_float32() {
     let all = pytorch::fixtures("acc_manifest.json");
     assert!(all.iter().any(|f| f.library == "normflows") && all.iter().any(|f| f.library == "nflows"));
     let mut failures = Vec::new();
-    println!("{:<34} {:<40} {:>10} {:>10} {:>10} {:>10}", "model", "engine", "data lp", "tail lp", "data z", "tail z");
+    println!(
+        "{:<32} {:<34} {:>19} {:>19} {:>19} {:>19}",
+        "model", "engine", "data lp rms/max", "tail lp rms/max", "data z rms/max", "tail z rms/max"
+    );
     for f in &all {
         let flow = Arc::new(pytorch::converted(f, "acc_", dir.path()));
         let t = pytorch::tensors(&format!("acc_{}.peer.safetensors", f.name));
         let peer = errors([&t["lp32_data"], &t["lp32_tail"]], [&t["z32_data"], &t["z32_tail"]], &t);
         let row = |who: &str, e: &Errors| {
-            println!(
-                "{:<34} {:<40} {:>10.2e} {:>10.2e} {:>10.2e} {:>10.2e}",
-                f.name, who, e.data_logp_abs, e.tail_logp_rel, e.data_z, e.tail_z
-            )
+            let cells: Vec<String> = (0..4).map(|k| format!("{:.2e}/{:.2e}", e.rms[k], e.max[k])).collect();
+            println!("{:<32} {:<34} {:>19} {:>19} {:>19} {:>19}", f.name, who, cells[0], cells[1], cells[2], cells[3]);
         };
         row("PyTorch float32 (peer)", &peer);
-        row("reference code run in float32 (info)", &plain_float32_errors(&flow, &t));
-        row("f64 reference (info)", &engine_errors(&realnvp::engine::CpuReference::new(flow.clone()), &t));
+        row("reference code in float32 (info)", &plain_float32_errors(&flow, &t));
         for engine in engines(&flow) {
             let e = engine_errors(engine.as_ref(), &t);
             let name = engine.name();
-            row(&name.chars().take(40).collect::<String>(), &e);
-            for (what, got, limit) in [
-                ("log p on data rows (max |Δ|)", e.data_logp_abs, peer.data_logp_abs),
-                ("log p on tail rows (max |Δ|/|ref|)", e.tail_logp_rel, peer.tail_logp_rel),
-                ("z on data rows", e.data_z, peer.data_z),
-                ("z on tail rows", e.tail_z, peer.tail_z),
-            ] {
-                if !(got <= PEER_FACTOR * limit) {
-                    failures.push(format!(
-                        "{} on {name}: {what} {got:.3e} > {PEER_FACTOR} × PyTorch's {limit:.3e}",
-                        f.name
-                    ));
+            let short: String = name.replace("llvmpipe (LLVM 15.0.6, 256 bits), ", "").chars().take(34).collect();
+            row(&short, &e);
+            let rms_factor = if name.starts_with("native") { NATIVE_RMS_FACTOR } else { GPU_RMS_FACTOR };
+            for (k, output) in OUTPUTS.iter().enumerate() {
+                for (stat, got, limit, factor) in
+                    [("RMS", e.rms[k], peer.rms[k], rms_factor), ("max", e.max[k], peer.max[k], MAX_FACTOR)]
+                {
+                    // NaN errors fail too
+                    if got.is_nan() || got > factor * limit {
+                        failures.push(format!(
+                            "{} on {name}: {output} {stat} {got:.3e} > {factor} × PyTorch's {limit:.3e}",
+                            f.name
+                        ));
+                    }
                 }
             }
         }

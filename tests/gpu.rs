@@ -11,7 +11,7 @@ use realnvp::gpu::{self, unrolled, GpuEngine, GpuOptions};
 use realnvp::model::Flow;
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
-use realnvp::verify::{verify, FLOAT32_TOLERANCE};
+use realnvp::verify::FLOAT32_TOLERANCE;
 
 mod common;
 use common::agreement;

@@ -141,11 +141,13 @@ fn header(flow: &Flow, base_off: Option<u32>) -> String {
         Base::StandardNormal => 0.0,
         Base::DiagonalNormal { log_scale, .. } => log_scale.iter().sum(),
     };
+    let norm = unrolled::split(-log_scales - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln());
     format!(
-        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst BASE_LOG_NORM: f32 = {};\n",
+        "// generated for this model by src/gpu/kernel.rs\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst BASE_LOG_NORM_HI: f32 = {};\nconst BASE_LOG_NORM_LO: f32 = {};\n",
         base_off.is_some(),
         base_off.unwrap_or(0),
-        unrolled::lit(-log_scales - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()),
+        unrolled::lit(norm.0),
+        unrolled::lit(norm.1),
     )
 }
 
@@ -211,8 +213,11 @@ impl Packer {
             Layer::Coupling(c) => self.coupling(c),
             Layer::ElementwiseAffine { direction, log_scale, shift } => {
                 self.loop_iterations += log_scale.len() as u64;
+                // log scales, shifts, then e^{±log scale} computed here in float64
                 let ls = self.push(log_scale.iter().copied());
                 let sh = self.push(shift.iter().copied());
+                self.push(log_scale.iter().map(|v| v.exp()));
+                self.push(log_scale.iter().map(|v| (-v).exp()));
                 self.plan.extend([1, stored_to_latent(*direction), ls, sh]);
             }
             Layer::Permutation { perm } => {
@@ -232,7 +237,7 @@ impl Packer {
             ScaleFn::Exp => (0, 0),
             ScaleFn::TanhExp { alpha } => (1, self.push(tr.iter().map(|&f| alpha[f]))),
             ScaleFn::Sigmoid { offset, eps } => (2, self.push([*offset, *eps])),
-            ScaleFn::SoftClampExp { bound } => (3, self.push([*bound])),
+            ScaleFn::SoftClampExp { bound } => (3, self.push([*bound, 1.0 / *bound])),
         };
         let feat_at = self.plan.len() as u32 + 8;
         let header = [

@@ -41,22 +41,23 @@ pub fn fits(flow: &Flow) -> bool {
     multiply_adds(flow) <= MAX_MULTIPLY_ADDS
 }
 
-/// WGSL defining `flow_to_latent() -> f32` and `flow_to_data() -> f32` for `flow`, one
+/// WGSL defining `flow_to_latent() -> vec2<f32>` and `flow_to_data() -> vec2<f32>` (the
+/// log-det as (hi, lo), see `split_add` in shaders/flow.wgsl) for `flow`, one
 /// function per layer and direction (naga's WGSL front end takes time quadratic in the
 /// number of expressions of one function: 9 s for 55k multiply-adds in one function).
 pub fn flow_functions(flow: &Flow) -> String {
     let mut out = String::new();
     for (i, layer) in flow.layers.iter().enumerate() {
         for (to_latent, direction) in [(true, "to_latent"), (false, "to_data")] {
-            let _ = writeln!(out, "fn layer{i}_{direction}() -> f32 {{\n    var ld = 0.0;");
+            let _ = writeln!(out, "fn layer{i}_{direction}(acc: vec2<f32>) -> vec2<f32> {{\n    var ld = acc;");
             layer_code(&mut out, layer, to_latent);
             out.push_str("    return ld;\n}\n\n");
         }
     }
     let n = flow.layers.len();
     let entry = |name: &str, doc: &str, direction: &str, order: Vec<usize>| -> String {
-        let calls: String = order.iter().map(|i| format!("    ld += layer{i}_{direction}();\n")).collect();
-        format!("// {doc}\nfn {name}() -> f32 {{\n    var ld = 0.0;\n{calls}    return ld;\n}}\n\n")
+        let calls: String = order.iter().map(|i| format!("    ld = layer{i}_{direction}(ld);\n")).collect();
+        format!("// {doc}\nfn {name}() -> vec2<f32> {{\n    var ld = vec2<f32>(0.0);\n{calls}    return ld;\n}}\n\n")
     };
     out +=
         &entry("flow_to_latent", "Data→latent in place on v; returns log|det ∂z/∂x|.", "to_latent", (0..n).collect());
@@ -79,7 +80,8 @@ fn layer_code(out: &mut String, layer: &Layer, to_latent: bool) {
                 }
             }
             let sum: f64 = log_scale.iter().sum();
-            let _ = writeln!(out, "    ld += {};", lit(if forward { sum } else { -sum }));
+            let (hi, lo) = split(if forward { sum } else { -sum });
+            let _ = writeln!(out, "    ld += vec2<f32>({}, {});", lit(hi), lit(lo));
         }
         Layer::Permutation { perm } => {
             out.push_str("    let p = v;\n");
@@ -112,13 +114,13 @@ fn coupling_code(out: &mut String, c: &Coupling, to_latent: bool) {
             ScaleFn::Exp => u.clone(),
             ScaleFn::TanhExp { alpha } => format!("{} * tanh_safe({u})", lit(alpha[f])),
             ScaleFn::Sigmoid { offset, eps } => format!("log_acc(sigmoid({u} + {}) + {})", lit(*offset), lit(*eps)),
-            ScaleFn::SoftClampExp { bound } => format!("{0} * tanh_safe({u} / {0})", lit(*bound)),
+            ScaleFn::SoftClampExp { bound } => format!("{} * tanh_safe({u} * {})", lit(*bound), lit(1.0 / *bound)),
         };
         let _ = writeln!(out, "    let l{k} = {log_f};");
         if forward {
-            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp_acc(l{k}), {t});\n    ld += l{k};");
+            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp_acc(l{k}), {t});\n    ld = split_add(ld, l{k});");
         } else {
-            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp_acc(-l{k});\n    ld -= l{k};");
+            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp_acc(-l{k});\n    ld = split_add(ld, -l{k});");
         }
     }
 }
@@ -152,12 +154,14 @@ fn net_code(out: &mut String, net: &PrunedNet, input: &[String], prefix: &str) -
             let group: Vec<usize> = (o0..l.outputs.min(o0 + GROUP)).collect();
             let name = format!("{prefix}h{k}_{}", o0 / GROUP);
             let bias = vector(group.iter().map(|&o| lit(l.bias[o])));
-            let start = if previous.is_empty() {
-                bias
+            let zero = if group.len() == 1 { "0.0".to_owned() } else { format!("vec{}f(0.0)", group.len()) };
+            let sum = matrix_rows(l, &group, &src, zero);
+            let total = if previous.is_empty() {
+                format!("{sum} + {bias}")
             } else {
-                format!("({bias} + {})", vector(group.iter().map(|&o| previous[o].clone())))
+                format!("{sum} + ({bias} + {})", vector(group.iter().map(|&o| previous[o].clone())))
             };
-            let _ = writeln!(out, "    let {name}z = {};", matrix_rows(l, &group, &src, start));
+            let _ = writeln!(out, "    let {name}z = {total};");
             let value = match step.post {
                 Post::None => format!("{name}z"),
                 Post::Activation => vector_activation(net.activation, &format!("{name}z"), group.len()),
@@ -230,6 +234,13 @@ fn activation(a: Activation, x: &str) -> String {
         Activation::Silu => format!("silu({x})"),
         Activation::Gelu => format!("gelu({x})"),
     }
+}
+
+/// A float64 constant as (hi, lo): hi on the log-det grid of shaders/flow.wgsl (2^-8), lo the
+/// rest rounded to float32, so that hi + lo is within float32 rounding of the remainder.
+pub(super) fn split(v: f64) -> (f64, f64) {
+    let hi = (v * 256.0).round() / 256.0;
+    (hi, v - hi)
 }
 
 /// A WGSL literal of the float32 value (shortest form that reads back exactly).
