@@ -60,7 +60,8 @@ fn is_nan(x: f32) -> bool {
 // where fma is fused; where it is not (lavapipe: WGSL permits an unfused fma) the step is harmless.
 fn recip(b: f32) -> f32 {
     let r = 1.0 / b;
-    return fma(r, fma(-b, r, 1.0), r);
+    // b = ±∞ or 0 (r = 0 or ±∞) would make the residual NaN: keep r there
+    return select(fma(r, fma(-b, r, 1.0), r), r, r == 0.0 || !is_finite(r));
 }
 
 // Log-dets and sums of squares are accumulated as (hi, lo): hi on the grid of 2^-8 (sums of grid
@@ -69,8 +70,10 @@ fn recip(b: f32) -> f32 {
 const GRID: f32 = 256.0;
 
 fn split_add(acc: vec2<f32>, t: f32) -> vec2<f32> {
-    let hi = round(t * GRID) * (1.0 / GRID);
-    return vec2<f32>(acc.x + hi, acc.y + (t - hi));
+    // from 2^15 on, float32 values are on the grid already (and t·GRID could overflow)
+    let hi = select(round(t * GRID) * (1.0 / GRID), t, abs(t) >= 32768.0);
+    // t = ±∞ (an overflowed scale) goes to hi alone: ∞ − ∞ in lo would turn −∞ into NaN
+    return vec2<f32>(acc.x + hi, acc.y + select(t - hi, 0.0, t == hi));
 }
 
 // e^x: x = n·ln 2 + r with |r| ≤ ln2/2 (Cody–Waite, two-part ln 2), Cephes' degree-6

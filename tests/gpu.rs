@@ -112,6 +112,11 @@ fn batch_mean_does_not_depend_on_chunk_size() {
 }
 
 #[test]
+fn saturated_rows_never_turn_nan_on_gpu() {
+    each_kernel(agreement::saturated_rows_never_turn_nan);
+}
+
+#[test]
 fn nan_rows_are_isolated_on_gpu() {
     each_kernel(agreement::nan_rows_are_isolated);
 }

@@ -36,6 +36,11 @@ fn native_batch_mean_does_not_depend_on_chunk_size() {
 }
 
 #[test]
+fn saturated_rows_never_turn_nan_on_native() {
+    agreement::saturated_rows_never_turn_nan(&open);
+}
+
+#[test]
 fn nan_rows_are_isolated_on_native() {
     agreement::nan_rows_are_isolated(&open);
 }

@@ -154,8 +154,7 @@ fn net_code(out: &mut String, net: &PrunedNet, input: &[String], prefix: &str) -
             let group: Vec<usize> = (o0..l.outputs.min(o0 + GROUP)).collect();
             let name = format!("{prefix}h{k}_{}", o0 / GROUP);
             let bias = vector(group.iter().map(|&o| lit(l.bias[o])));
-            let zero = if group.len() == 1 { "0.0".to_owned() } else { format!("vec{}f(0.0)", group.len()) };
-            let sum = matrix_rows(l, &group, &src, zero);
+            let sum = format!("({})", matrix_rows(l, &group, &src));
             let total = if previous.is_empty() {
                 format!("{sum} + {bias}")
             } else {
@@ -182,16 +181,24 @@ fn net_code(out: &mut String, net: &PrunedNet, input: &[String], prefix: &str) -
 /// compilers; llvmpipe splits them into the same per-lane FMAs).
 const GROUP: usize = 4;
 
-/// `start + Σ_i W[group, i]·x_i` for a group of outputs, as a chain of vector fma in input
-/// order (the interpreter's order).
-fn matrix_rows(l: &Linear, group: &[usize], x: &[String], start: String) -> String {
-    let mut expr = start;
+/// Independent multiply-add chains per output: `Σ_i W[o, i]·x_i` is summed as CHAINS partial
+/// sums over every CHAINS-th input, then added. Rounding error grows with the length of a chain,
+/// and devices may compute WGSL's `fma` unfused (lavapipe does), so shorter chains keep the
+/// Linears closer to the float32 accuracy of a fused GEMM (tests/accuracy.rs).
+const CHAINS: usize = 2;
+
+/// `Σ_i W[group, i]·x_i` for a group of outputs, as CHAINS chains of vector fma over the inputs
+/// in order, added at the end.
+fn matrix_rows(l: &Linear, group: &[usize], x: &[String]) -> String {
+    let zero = if group.len() == 1 { "0.0".to_owned() } else { format!("vec{}f(0.0)", group.len()) };
+    let mut chains = vec![zero; CHAINS.min(x.len()).max(1)];
     for (i, xi) in x.iter().enumerate() {
         let w = vector(group.iter().map(|&o| lit(l.weight[o * l.inputs + i])));
         let xv = if group.len() == 1 { xi.clone() } else { format!("vec{}f({xi})", group.len()) };
-        expr = format!("fma({xv}, {w}, {expr})");
+        let c = i % chains.len();
+        chains[c] = format!("fma({xv}, {w}, {})", chains[c]);
     }
-    expr
+    chains.join(" + ")
 }
 
 /// A WGSL `vecNf` of the scalar expressions (or the scalar itself when there is one).

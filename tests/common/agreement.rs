@@ -90,6 +90,44 @@ pub fn batch_mean_does_not_depend_on_chunk_size(open: Open) {
     assert_eq!(a.rows, 3000);
 }
 
+/// Rows far out (|x| ~ 100) drive tanh, sigmoid, exp and the log-det terms into saturation
+/// and overflow: an engine may overflow where float32 must, but never returns NaN for a row
+/// whose float64 reference stays within float32's range (the GPU's Newton-refined reciprocal
+/// once turned 1/∞ into NaN there).
+pub fn saturated_rows_never_turn_nan(open: Open) {
+    use realnvp::reference::{base_log_density_in, row_to_data_in, row_to_latent_in, Magnitude};
+    let mut checked = 0;
+    for (&(d, depth, hidden), seed) in CASES[..6].iter().zip(super::seeds(6)) {
+        let flow = random_mixed_flow(d, depth, hidden, seed);
+        let Some(engine) = open(&flow, 256) else { return };
+        let n = 700;
+        let x: Vec<f64> = super::gaussian_rows(n, d, seed + 7).iter().map(|v| f64::from((100.0 * v) as f32)).collect();
+        let mut lp = vec![0.0; n];
+        engine.log_prob(&x, &mut lp, &mut LogLikelihoodSum::default()).unwrap();
+        let (mut back, mut ld) = (vec![0.0; n * d], vec![0.0; n]);
+        engine.inverse_to_data(&x, &mut back, &mut ld).unwrap();
+        let mut out = vec![0.0; d];
+        for r in 0..n {
+            let row = &x[r * d..(r + 1) * d];
+            let case = format!("D = {d}, depth {depth}, seed {seed}, row {r}");
+            let mut seen = Magnitude::default();
+            let ld_ref = row_to_latent_in(&flow, row, &mut out, &mut seen);
+            let lp_ref = base_log_density_in(&flow.base, &out, &mut seen) + ld_ref;
+            if seen.fits_f32() && lp_ref.is_finite() {
+                checked += 1;
+                assert!(!lp[r].is_nan(), "{case}: log p NaN, reference {lp_ref} in float32 range");
+            }
+            let mut seen = Magnitude::default();
+            let ld_ref = row_to_data_in(&flow, row, &mut out, &mut seen);
+            if seen.fits_f32() && ld_ref.is_finite() {
+                checked += 1;
+                assert!(!ld[r].is_nan(), "{case}: latent→data log-det NaN, reference {ld_ref} in float32 range");
+            }
+        }
+    }
+    assert!(checked > 1000, "only {checked} in-range rows: the test rows are too far out");
+}
+
 pub fn nan_rows_are_isolated(open: Open) {
     let flow = random_mixed_flow(4, 6, 16, 21);
     let clean = super::gaussian_rows(600, 4, 8);
