@@ -57,34 +57,6 @@ pub const FLOAT32_TOLERANCE: f64 = 2e-4;
 /// times plain float32's error on it (see the module documentation).
 pub const YARDSTICK_FACTOR: f64 = 16.0;
 
-/// Worst disagreement of two equally long slices (no yardstick): used for quick checks.
-#[derive(Clone, Debug, Default)]
-pub struct Comparison {
-    /// Largest |engine − reference|.
-    pub max_abs: f64,
-    /// Largest |engine − reference| / (1 + |reference|).
-    pub max_metric: f64,
-    /// Values where exactly one side is finite.
-    pub finiteness_mismatches: usize,
-}
-
-impl Comparison {
-    /// Compares two equally long slices.
-    pub fn of(engine: &[f64], reference: &[f64]) -> Self {
-        let mut c = Comparison::default();
-        for (&a, &b) in engine.iter().zip(reference) {
-            if a.is_finite() != b.is_finite() {
-                c.finiteness_mismatches += 1;
-            } else if b.is_finite() {
-                let err = (a - b).abs();
-                c.max_abs = c.max_abs.max(err);
-                c.max_metric = c.max_metric.max(err / (1.0 + b.abs()));
-            }
-        }
-        c
-    }
-}
-
 /// The check of one output (z, a log-det, log p or the inverse x) over all rows.
 #[derive(Clone, Debug, Default)]
 pub struct OutputCheck {

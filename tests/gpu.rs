@@ -163,8 +163,9 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     let x32: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
     let mut expected = vec![0.0; 5000];
     realnvp::reference::log_prob(&flow, &x32, &mut expected);
-    let c = realnvp::verify::Comparison::of(&lp, &expected);
-    assert!(c.max_metric < FLOAT32_TOLERANCE && c.finiteness_mismatches == 0, "{c:?}");
+    for (r, (got, want)) in lp.iter().zip(&expected).enumerate() {
+        assert!((got - want).abs() / (1.0 + want.abs()) < FLOAT32_TOLERANCE, "row {r}: {got} vs reference {want}");
+    }
 
     // peak memory must not grow with the number of rows
     let rss = |rows: usize| -> u64 {
