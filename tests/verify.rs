@@ -147,6 +147,26 @@ fn verify_fails_an_engine_wrong_in_any_one_output() {
         let report = verify(&Wrong(CpuReference::new(flow.clone()), fault), &x).unwrap();
         assert!(!report.passed(), "{fault:?} passed:\n{report}");
         assert!(report.to_string().ends_with("FAIL"));
+        // the report names the wrong output, how many rows and which
+        let n = x.len() / 4;
+        let (check, rows, first) = match fault {
+            Fault::Latent => (&report.latent, 1, 0),
+            Fault::LogDet => (&report.logdet, 1, 0),
+            Fault::LogProb => (&report.log_prob, 1, 0),
+            Fault::InverseX => (&report.inverse, 1, n - 1),
+            Fault::InverseLogDet => (&report.inverse_logdet, 1, 0),
+            Fault::NonFinite => (&report.log_prob, n.div_ceil(100), 0),
+            Fault::Mean => {
+                assert!(report.reduction.metric > realnvp::verify::FLOAT32_TOLERANCE, "{report}");
+                continue;
+            }
+            Fault::FiniteCount => {
+                assert_eq!(report.reduction.finite_rows + 1, report.reduction.expected_finite_rows, "{report}");
+                continue;
+            }
+        };
+        assert_eq!((check.failed, check.first_failed), (rows, Some(first)), "{fault:?}:\n{report}");
+        assert!(report.to_string().contains(&format!("{rows} rows, first row {first}")), "{report}");
     }
 }
 
