@@ -340,15 +340,16 @@ fn yardstick(
         .fold(0.0, f64::max)
 }
 
-/// Checks one output of every row. `engine[r]` and `reference[r]` are the row's values,
-/// `in_range[r]` whether the reference stays in float32 range, `finite_input[r]` whether the
-/// input was finite; `pick` extracts the same output from a float32 reference run.
+/// One output of every row: engine and reference values, `width` per row.
 struct OutputRows<'a> {
     engine: &'a [f64],
     reference: &'a [f64],
     width: usize,
 }
 
+/// Checks one output of every row: `rows` holds the values, `in_range[r]` says whether the
+/// reference stays in float32 range, `finite_input[r]` whether the input row was finite, and
+/// `pick` extracts the same output from a float32 reference run (the yardstick).
 fn check_output(
     flow: &Flow,
     inputs: &[f64],
