@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::SeedableRng;
-use realnvp::bench::{run_pass, Pass};
-use realnvp::engine::{open_engine, Device, Engine};
+use realnvp::bench::run_pass;
+use realnvp::device::{open_engine, Device};
+use realnvp::engine::{Engine, Pass};
 use realnvp::model::Base;
 use realnvp::random::{reference_model, sample_base, REFERENCE_MODELS};
 

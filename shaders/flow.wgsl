@@ -2,27 +2,12 @@
 // row staying in private memory from the first layer to the base log-density; nothing
 // intermediate goes to global memory and there is one dispatch per chunk of rows.
 //
-// The body of the flow (`flow_to_latent`, `flow_to_data`) is appended by src/gpu/kernel.rs:
+// The body of the flow (`flow_to_latent`, `flow_to_data`) is appended by src/gpu/kernel/:
 // either shaders/interpreter.wgsl, which interprets a packed plan of any model, or straight-
-// line code generated for one small model with its parameters as literals (src/gpu/unrolled.rs).
-// The host prepends the constants D (row width) and the base distribution.
-
-struct Params {
-    rows: u32,      // rows in this dispatch
-    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x
-    _pad0: u32,     // always 0: added to the interpreter's layer-loop bound so it is not unrolled
-    _pad1: u32,
-}
-
-const WG: u32 = 256u;
-
-@group(0) @binding(0) var<storage, read> weights: array<f32>;
-@group(0) @binding(1) var<storage, read> rows_in: array<f32>;          // [rows, D]
-@group(0) @binding(2) var<storage, read_write> rows_out: array<f32>;   // [rows, D]: z or x
-@group(0) @binding(3) var<storage, read_write> row_scalar: array<f32>; // [rows]: log-det or log p
-@group(0) @binding(4) var<storage, read_write> partials: array<f32>;   // [groups, 2]: Σ finite log p, count
-@group(0) @binding(5) var<uniform> params: Params;
-@group(0) @binding(6) var<storage, read> plan: array<u32>;
+// line code generated for one small model with its parameters as literals (kernel/unrolled.rs).
+// The host prepends the kernel ABI (src/gpu/kernel/abi.rs: WG, the codes, `Params` and the
+// bindings weights, rows_in, rows_out, row_scalar, partials, params, plan), then the
+// constants D (row width) and the base distribution.
 
 // The log p reduction: per-row values, then RED partial sums of WG / RED rows each.
 const RED: u32 = 16u;

@@ -1,24 +1,25 @@
 // The plan interpreter: flow_to_latent and flow_to_data for any model (see shaders/flow.wgsl).
 //
 // The flow is *interpreted* from a compact plan (`plan`, u32) and a packed parameter buffer
-// (`weights`, f32), both built by src/gpu/kernel.rs. One loop over layers, one MLP routine:
+// (`weights`, f32), both built by src/gpu/kernel/interpreter.rs. One loop over layers, one MLP routine:
 // the shader's size does not grow with the model, so every model compiles in about the same
 // time (code generated per layer made lavapipe's compile time grow with the square of the
 // depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
 // region width, a multiple of BLOCK), N_LAYERS, the scratch layout (C_OFF, ST) and the base
-// distribution (see kernel.rs).
+// distribution (see kernel/mod.rs); the codes below (LAYER_*, ACT_*, SCALE_*) and BLOCK
+// come from the kernel ABI (src/gpu/kernel/abi.rs).
 //
 // Plan records (offsets are u32 indices into `plan`, parameter offsets f32 indices into
 // `weights`):
 //   plan[l], l < N_LAYERS: offset of layer l's record
-//   coupling:  [0, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
+//   coupling:  [LAYER_COUPLING, stored_to_latent, scale_kind, scale_off, n_id, n_tr, n_nets, feat_off, net_off...]
 //              feat_off: n_id identity features then n_tr transformed features
-//   elementwise_affine: [1, stored_to_latent, log_scale_off, shift_off]; log_scale_off + 2D holds
+//   elementwise_affine: [LAYER_ELEMENTWISE, stored_to_latent, log_scale_off, shift_off]; log_scale_off + 2D holds
 //                       e^{log_scale} and + 3D e^{−log_scale} (host float64, rounded)
-//   permutation:        [2, perm_off]
+//   permutation:        [LAYER_PERMUTATION, perm_off]
 //   net:       [n_steps, slope_bits, (in_padded, out_padded, w, b, src, dst, pre_kind, post_kind, accumulate) × n_steps]
 //              one step per Linear, in the order of model::PrunedNet::schedule: read buf[src..],
-//              first activating it into the C region when pre_kind ≠ 6 (residual blocks),
+//              first activating it into the C region when pre_kind ≠ ACT_IDENTITY (residual blocks),
 //              write (or with accumulate, add to) buf[dst..], post_kind applied after the bias.
 // Linear weights are packed mask-pruned and transposed: weight (input i, output o) at
 // w + i·out_padded + o; inputs and outputs are padded with zeros to multiples of BLOCK, so
@@ -27,25 +28,23 @@
 //
 // lavapipe (Mesa's llvmpipe) stops every loop after 65535 iterations *in total per
 // invocation* (its loop limiter is shared by all loops of a shader). Tiling keeps realistic
-// models far below that; kernel.rs counts the iterations and refuses models that would hit
+// models far below that; kernel/interpreter.rs counts the iterations and refuses models that would hit
 // the limit on such adapters instead of returning truncated results.
-
-const BLOCK: u32 = 8u;
 
 // Scratch regions of MAXW each: conditioner inputs at 0, hidden slots A at MAXW
 // and B at 2·MAXW, slot C at C_OFF = 3·MAXW (only for models with residual nets), and the
 // conditioner outputs (shifts, scale inputs) at ST.
 var<private> buf: array<f32, ST + MAXW>;
 
-// kinds: 0 relu, 1 leaky_relu, 2 tanh, 3 elu, 4 silu, 5 gelu, 6 identity
+// kinds: ACT_* (ACT_IDENTITY: none)
 fn activate(x: f32, kind: u32, slope: f32) -> f32 {
     switch kind {
-        case 0u: { return max(x, 0.0); }
-        case 1u: { return leaky_relu(x, slope); }
-        case 2u: { return tanh_safe(x); }
-        case 3u: { return elu(x); }
-        case 4u: { return silu(x); }
-        case 5u: { return gelu(x); }
+        case ACT_RELU: { return max(x, 0.0); }
+        case ACT_LEAKY_RELU: { return leaky_relu(x, slope); }
+        case ACT_TANH: { return tanh_safe(x); }
+        case ACT_ELU: { return elu(x); }
+        case ACT_SILU: { return silu(x); }
+        case ACT_GELU: { return gelu(x); }
         default: { return x; }
     }
 }
@@ -54,9 +53,9 @@ fn activate(x: f32, kind: u32, slope: f32) -> f32 {
 // p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p, 1/bound at p + 1).
 fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
     switch kind {
-        case 1u: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp_acc(l)); }
-        case 2u: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log_acc(f), f); }
-        case 3u: { let c = weights[p]; let l = c * tanh_safe(u * weights[p + 1u]); return vec2<f32>(l, exp_acc(l)); }
+        case SCALE_TANH_EXP: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp_acc(l)); }
+        case SCALE_SIGMOID: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log_acc(f), f); }
+        case SCALE_SOFT_CLAMP_EXP: { let c = weights[p]; let l = c * tanh_safe(u * weights[p + 1u]); return vec2<f32>(l, exp_acc(l)); }
         default: { return vec2<f32>(u, exp_acc(u)); }
     }
 }
@@ -255,8 +254,8 @@ fn permute(rec: u32, to_latent: bool) {
 fn apply_layer(l: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let rec = plan[l];
     switch plan[rec] {
-        case 0u: { return coupling(rec, to_latent, acc); }
-        case 1u: { return elementwise(rec, to_latent, acc); }
+        case LAYER_COUPLING: { return coupling(rec, to_latent, acc); }
+        case LAYER_ELEMENTWISE: { return elementwise(rec, to_latent, acc); }
         default: { permute(rec, to_latent); return acc; }
     }
 }

@@ -12,42 +12,20 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{CpuReference, Engine, LogLikelihoodSum};
+use crate::cpu::CpuReference;
+use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
+use crate::real::{Io, Real};
 use crate::error::Result;
 use crate::gpu::{self, GpuEngine, GpuOptions};
 use crate::model::Flow;
 use crate::native::{self, NativeEngine};
 
-/// A pass through the flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pass {
-    /// log p(x), rows in and one scalar out.
-    LogProb,
-    /// Data→latent with log-det.
-    ForwardToLatent,
-    /// Latent→data with log-det.
-    InverseToData,
-}
-
-impl Pass {
-    /// All passes in table order.
-    pub const ALL: [Pass; 3] = [Pass::LogProb, Pass::ForwardToLatent, Pass::InverseToData];
-
-    /// Float32 bytes moved per row between host and device: rows in, results out.
-    fn bytes_per_row(self, dim: usize) -> usize {
-        match self {
-            Pass::LogProb => 4 * dim + 4,
-            Pass::ForwardToLatent | Pass::InverseToData => 8 * dim + 4,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Pass::LogProb => "log_prob",
-            Pass::ForwardToLatent => "forward",
-            Pass::InverseToData => "inverse",
-        }
+/// Float32 bytes moved per row between host and device for `pass`: rows in, results out.
+fn bytes_per_row(pass: Pass, dim: usize) -> usize {
+    if pass.maps_rows() {
+        8 * dim + 4
+    } else {
+        4 * dim + 4
     }
 }
 
@@ -122,14 +100,17 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
     // Rows are drawn once into a buffer of at most BUFFER_VALUES values and cycled through, so
     // that 10⁸-row runs do not need 10⁸ rows in memory.
     let buffer_rows = options.rows.min((BUFFER_VALUES / flow.dim).max(1));
-    let x = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed());
+    // float32 rows: what the float32 engines consume without conversion
+    let x: Vec<f32> = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed())
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     let mut devices = Vec::new();
     if options.native {
         let fma = native_fma_gflops();
         progress(&format!("native FMA ceiling: {fma:.1} GFLOP/s"));
         let engine = NativeEngine::new(flow.clone());
-        let target =
-            Target { engine: &engine, gpu: None, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
+        let target = Target { engine: &engine, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
         devices.push(time_device(&target, &x, options, progress));
     }
     let all = gpu::adapters(&gpu::instance());
@@ -152,8 +133,7 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
         match GpuEngine::new(flow.clone(), adapter, &options.gpu) {
             Ok(engine) => {
-                let target =
-                    Target { engine: &engine, gpu: Some(&engine), driver, fma, chunk_rows: Some(engine.chunk_rows()) };
+                let target = Target { engine: &engine, driver, fma, chunk_rows: Some(engine.chunk_rows()) };
                 devices.push(time_device(&target, &x, options, progress))
             }
             Err(e) => devices.push(failed(label, e.to_string())),
@@ -161,7 +141,7 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
     }
     if options.reference {
         let engine = CpuReference::new(flow.clone());
-        let target = Target { engine: &engine, gpu: None, driver: None, fma: None, chunk_rows: None };
+        let target = Target { engine: &engine, driver: None, fma: None, chunk_rows: None };
         devices.push(time_device(&target, &x, options, progress));
     }
     BenchReport {
@@ -185,14 +165,12 @@ fn failed(engine: String, error: String) -> DeviceReport {
 /// One device under test.
 struct Target<'a> {
     engine: &'a dyn Engine,
-    /// The same engine when it is a GPU engine (for kernel times).
-    gpu: Option<&'a GpuEngine>,
     driver: Option<String>,
     fma: Option<f64>,
     chunk_rows: Option<usize>,
 }
 
-fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(&str)) -> DeviceReport {
+fn time_device(t: &Target, x: &[f32], options: &BenchOptions, progress: &dyn Fn(&str)) -> DeviceReport {
     let name = t.engine.name();
     let mut report = DeviceReport {
         engine: name.clone(),
@@ -202,7 +180,7 @@ fn time_device(t: &Target, x: &[f64], options: &BenchOptions, progress: &dyn Fn(
         error: None,
     };
     for &pass in &options.passes {
-        match time_pass(t.engine, t.gpu, t.fma, pass, x, options.rows, options.repeats, options.max_seconds) {
+        match time_pass(t.engine, t.fma, pass, x, options.rows, options.repeats, options.max_seconds) {
             Ok(mut r) => {
                 r.chunk_rows = t.chunk_rows;
                 progress(&format!("{name}: {} {:.0} rows/s", pass.label(), r.rows_per_second));
@@ -226,10 +204,9 @@ const BUFFER_VALUES: usize = 1 << 25;
 #[allow(clippy::too_many_arguments)]
 pub fn time_pass(
     engine: &dyn Engine,
-    gpu: Option<&GpuEngine>,
     fma: Option<f64>,
     pass: Pass,
-    x: &[f64],
+    x: &[f32],
     rows: usize,
     repeats: usize,
     max_seconds: f64,
@@ -253,30 +230,29 @@ pub fn time_pass(
         n = ((max_seconds / per_row) as usize).clamp(warm, n);
         repeats = 1;
     }
-    let mut best: Option<(f64, Option<gpu::KernelStats>)> = None;
+    let chunk_rows = engine.take_kernel_stats().map(|s| s.chunk_rows);
+    let mut best: Option<(f64, Option<KernelStats>)> = None;
     let mut chunks = 0;
     for _ in 0..repeats.max(1) {
-        if let Some(g) = gpu {
-            g.take_kernel_stats();
-        }
+        engine.take_kernel_stats();
         let start = Instant::now();
         chunks = 0;
         for first in (0..n).step_by(buffer_rows) {
             let m = buffer_rows.min(n - first);
             run_pass(engine, pass, &x[..m * d], &mut out[..m * d], &mut scalar[..m])?;
-            chunks += gpu.map_or(0, |g| m.div_ceil(g.chunk_rows()));
+            chunks += chunk_rows.map_or(0, |c| m.div_ceil(c));
         }
         let seconds = start.elapsed().as_secs_f64();
-        let stats = gpu.map(GpuEngine::take_kernel_stats);
+        let stats = engine.take_kernel_stats();
         if best.as_ref().is_none_or(|(s, _)| seconds < *s) {
             best = Some((seconds, stats));
         }
     }
     let (seconds, stats) = best.unwrap_or((f64::NAN, None));
-    let kernel_seconds = match (gpu, stats) {
-        (Some(g), Some(s)) if g.has_timestamps() => Some(s.seconds),
-        (Some(_), _) => None,
-        (None, _) => Some(seconds),
+    // engines without device kernels (native, reference): the kernel is the whole call
+    let kernel_seconds = match stats {
+        Some(s) => s.seconds,
+        None => Some(seconds),
     };
     let flops = (n as f64) * flow.flops_per_row() as f64;
     let gflops = flops / kernel_seconds.unwrap_or(seconds) / 1e9;
@@ -289,20 +265,17 @@ pub fn time_pass(
         kernel_rows_per_second: kernel_seconds.map(|k| n as f64 / k),
         gflops,
         fraction_of_fma_ceiling: fma.map(|f| gflops / f),
-        gigabytes_per_second: (n * pass.bytes_per_row(d)) as f64 / seconds / 1e9,
+        gigabytes_per_second: (n * bytes_per_row(pass, d)) as f64 / seconds / 1e9,
         dispatches_per_chunk: stats.map(|s| s.dispatches as f64 / chunks.max(1) as f64),
-        chunk_rows: gpu.map(GpuEngine::chunk_rows),
+        chunk_rows,
     })
 }
 
 /// Runs one pass of `engine` over rows `x` `[n, D]`: `out` `[n, D]` (unused for log p) and
 /// per-row `scalar` `[n]` (log p, or the log-det).
-pub fn run_pass(engine: &dyn Engine, pass: Pass, x: &[f64], out: &mut [f64], scalar: &mut [f64]) -> Result<()> {
-    match pass {
-        Pass::LogProb => engine.log_prob(x, scalar, &mut LogLikelihoodSum::default()),
-        Pass::ForwardToLatent => engine.forward_to_latent(x, out, scalar),
-        Pass::InverseToData => engine.inverse_to_data(x, out, scalar),
-    }
+pub fn run_pass<T: Real>(engine: &dyn Engine, pass: Pass, x: &[T], out: &mut [T], scalar: &mut [T]) -> Result<()> {
+    let rows = if pass.maps_rows() { out } else { &mut [] };
+    engine.run(pass, T::batch(Io { input: x, rows, per_row: scalar }), &mut LogLikelihoodSum::default())
 }
 
 /// Float32 FMA throughput of this CPU on all rayon threads, GFLOP/s (independent

@@ -143,6 +143,39 @@ pub enum Keyless {
     Swap,
 }
 
+impl std::str::FromStr for Keyless {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose("keyless flow", s, &[("swap", Keyless::Swap)])
+    }
+}
+
+impl std::str::FromStr for SplitMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose(
+            "split mode",
+            s,
+            &[
+                ("channel", SplitMode::Channel),
+                ("channel_inv", SplitMode::ChannelInv),
+                ("checkerboard", SplitMode::Checkerboard),
+                ("checkerboard_inv", SplitMode::CheckerboardInv),
+            ],
+        )
+    }
+}
+
+impl std::str::FromStr for ScaleMap {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose("scale map", s, &[("exp", ScaleMap::Exp), ("sigmoid_inv", ScaleMap::SigmoidInv)])
+    }
+}
+
 /// How `AffineCouplingBlock` splits the features (its `split_mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SplitMode {
@@ -375,6 +408,14 @@ fn nf_mlp(sd: &mut StateDict, prefix: &str, activation: Activation, output: Outp
 pub enum NflowsArch {
     /// `nflows.flows.SimpleRealNVP`.
     SimpleRealNvp,
+}
+
+impl std::str::FromStr for NflowsArch {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose("nflows architecture", s, &[("simple-realnvp", NflowsArch::SimpleRealNvp)])
+    }
 }
 
 /// Options for nflows models: the constructor arguments.

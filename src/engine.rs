@@ -1,20 +1,71 @@
-//! The evaluation API shared by every engine (the float64 CPU reference and the GPU engine),
-//! the batch log-likelihood reduction, and device selection from the `--device` string.
+//! The evaluation API every engine implements ([`Engine`]), the passes it runs ([`Pass`]),
+//! the buffers of one call in either precision ([`Batch`], in [`crate::real`]), and the batch log-likelihood
+//! reduction. Which engine runs on which device is decided in [`crate::device`]; this module
+//! knows no engine.
 
-use std::fmt;
-use std::str::FromStr;
-use std::sync::Arc;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{self, GpuEngine, GpuOptions};
 use crate::model::Flow;
-use crate::native::NativeEngine;
-use crate::reference;
-use crate::split::SplitEngine;
+use crate::real::{Batch, Io, Real};
 
-/// Evaluates a flow on batches of rows. Rows are row-major `[n, D]` float64 slices on the
-/// host; an engine may compute in lower precision internally. Rows containing NaN/±Inf yield
-/// NaN for that row only.
+/// One pass through the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Pass {
+    /// log p(x) in nats: data rows in, one value per row out (and the batch reduction).
+    #[serde(rename = "log_prob")]
+    LogProb,
+    /// Data→latent: x → z = f(x) and log|det ∂z/∂x|.
+    #[serde(rename = "forward_to_latent")]
+    ToLatent,
+    /// Latent→data: z → x = f⁻¹(z) and log|det ∂x/∂z|.
+    #[serde(rename = "inverse_to_data")]
+    ToData,
+}
+
+impl Pass {
+    /// Whether the pass writes `[n, D]` output rows (not only one value per row).
+    pub fn maps_rows(self) -> bool {
+        self != Pass::LogProb
+    }
+
+    /// The name used on the command line and in reports: `log_prob`, `forward`, `inverse`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Pass::LogProb => "log_prob",
+            Pass::ToLatent => "forward",
+            Pass::ToData => "inverse",
+        }
+    }
+}
+
+impl std::str::FromStr for Pass {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "log_prob" => Ok(Pass::LogProb),
+            "forward" => Ok(Pass::ToLatent),
+            "inverse" => Ok(Pass::ToData),
+            other => Err(Error::Argument(format!("unknown pass {other:?}; use log_prob, forward, inverse"))),
+        }
+    }
+}
+
+/// Device-side time of an engine's kernels, from GPU timestamp queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct KernelStats {
+    /// Seconds the dispatches ran on the device; `None` where the adapter has no timestamps.
+    pub seconds: Option<f64>,
+    /// Dispatches (one per chunk: the whole flow is one fused kernel).
+    pub dispatches: u64,
+    /// Rows per dispatch.
+    pub chunk_rows: usize,
+}
+
+/// Evaluates a flow on batches of rows. Rows are row-major `[n, D]` slices on the host, in
+/// float32 or float64; an engine may compute in lower precision internally. Rows containing
+/// NaN/±Inf yield NaN for that row only.
 pub trait Engine: Send + Sync {
     /// Human-readable name of the engine and device, e.g. `cpu (float64 reference)`.
     fn name(&self) -> String;
@@ -22,26 +73,51 @@ pub trait Engine: Send + Sync {
     /// The flow this engine evaluates.
     fn flow(&self) -> &Flow;
 
-    /// Data→latent: x `[n, D]` → z `[n, D]` and log|det ∂z/∂x| `[n]` (nats).
-    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()>;
+    /// Runs `pass` over the rows of `batch`. For [`Pass::LogProb`] the batch is also added to
+    /// the running reduction `sum` (in row order, so that the result does not depend on how
+    /// a file is chunked, given chunks that are multiples of [`Engine::row_alignment`]);
+    /// other passes leave `sum` alone.
+    fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()>;
 
-    /// Latent→data: z `[n, D]` → x `[n, D]` and log|det ∂x/∂z| `[n]` (nats).
-    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()>;
-
-    /// log p(x) in nats for each row of x `[n, D]` into `logp` `[n]`, and adds the batch to
-    /// the running reduction `sum` (in row order, so that the result does not depend on how a
-    /// file is chunked, given chunks that are multiples of [`Engine::row_alignment`]).
-    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()>;
-
-    /// Chunks handed to this engine should hold a multiple of this many rows (the GPU reduces
-    /// in workgroups of 256 rows) for the reduction to be chunking-independent.
+    /// Chunks handed to this engine should hold a multiple of this many rows for the
+    /// reduction to be chunking-independent.
     fn row_alignment(&self) -> usize {
         1
+    }
+
+    /// Something the user should know before the first batch (e.g. a kernel compile that
+    /// takes a minute), if anything.
+    fn note(&self) -> Option<String> {
+        None
+    }
+
+    /// Kernel time and dispatches since the last call (GPU engines); `None` for engines whose
+    /// kernels are the whole call.
+    fn take_kernel_stats(&self) -> Option<KernelStats> {
+        None
+    }
+}
+
+/// The named passes, in either precision: thin conveniences over [`Engine::run`].
+impl dyn Engine + '_ {
+    /// log p(x) in nats for each row of x `[n, D]` into `logp` `[n]`; adds the batch to `sum`.
+    pub fn log_prob<T: Real>(&self, x: &[T], logp: &mut [T], sum: &mut LogLikelihoodSum) -> Result<()> {
+        self.run(Pass::LogProb, T::batch(Io { input: x, rows: &mut [], per_row: logp }), sum)
+    }
+
+    /// Data→latent: x `[n, D]` → z `[n, D]` and log|det ∂z/∂x| `[n]` (nats).
+    pub fn forward_to_latent<T: Real>(&self, x: &[T], z: &mut [T], logdet: &mut [T]) -> Result<()> {
+        self.run(Pass::ToLatent, T::batch(Io { input: x, rows: z, per_row: logdet }), &mut LogLikelihoodSum::default())
+    }
+
+    /// Latent→data: z `[n, D]` → x `[n, D]` and log|det ∂x/∂z| `[n]` (nats).
+    pub fn inverse_to_data<T: Real>(&self, z: &[T], x: &mut [T], logdet: &mut [T]) -> Result<()> {
+        self.run(Pass::ToData, T::batch(Io { input: z, rows: x, per_row: logdet }), &mut LogLikelihoodSum::default())
     }
 }
 
 /// Batch reduction of per-row log-likelihoods: non-finite rows are counted, never summed.
-/// Values (or per-workgroup partial sums) are added in row order in float64.
+/// Values (or per-tile / per-workgroup partial sums) are added in row order in float64.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogLikelihoodSum {
     /// Rows seen.
@@ -54,12 +130,12 @@ pub struct LogLikelihoodSum {
 
 impl LogLikelihoodSum {
     /// Adds per-row log p values in order.
-    pub fn add_rows(&mut self, logp: &[f64]) {
+    pub fn add_rows<T: Real>(&mut self, logp: &[T]) {
         for &v in logp {
             self.rows += 1;
             if v.is_finite() {
                 self.finite_rows += 1;
-                self.sum += v;
+                self.sum += v.wide();
             }
         }
     }
@@ -68,6 +144,12 @@ impl LogLikelihoodSum {
     pub fn add_partial(&mut self, partial: f64, count: u64) {
         self.finite_rows += count;
         self.sum += partial;
+    }
+
+    /// Adds another reduction of the rows that follow.
+    pub fn merge(&mut self, later: &LogLikelihoodSum) {
+        self.rows += later.rows;
+        self.add_partial(later.sum, later.finite_rows);
     }
 
     /// Mean log-likelihood over finite rows in nats (NaN when there are none).
@@ -80,170 +162,10 @@ impl LogLikelihoodSum {
     }
 }
 
-/// Which device to evaluate on, as given by `--device`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// The float64 CPU reference.
-    Cpu,
-    /// The native float32 SIMD engine on the CPU.
-    Native,
-    /// The best available device.
-    Auto,
-    /// The best GPU adapter, or adapter number N from `realnvp devices`.
-    Gpu(Option<usize>),
-    /// Every adapter, the batch split between them.
-    All,
-}
-
-impl FromStr for Device {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "native" => Ok(Device::Native),
-            "auto" => Ok(Device::Auto),
-            "gpu" => Ok(Device::Gpu(None)),
-            "all" => Ok(Device::All),
-            _ => match s.strip_prefix("gpu:").map(str::parse::<usize>) {
-                Some(Ok(n)) => Ok(Device::Gpu(Some(n))),
-                _ => Err(Error::Argument(format!("unknown device {s:?}; use cpu, native, auto, gpu, gpu:N or all"))),
-            },
-        }
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Native => write!(f, "native"),
-            Device::Auto => write!(f, "auto"),
-            Device::Gpu(None) => write!(f, "gpu"),
-            Device::Gpu(Some(n)) => write!(f, "gpu:{n}"),
-            Device::All => write!(f, "all"),
-        }
-    }
-}
-
-/// Opens an engine for `flow` on `device`:
-/// - `cpu`: the float64 reference;
-/// - `native`: the float32 SIMD engine on the CPU;
-/// - `auto`: the best hardware GPU adapter, else the native engine (CPU-emulated adapters
-///   such as lavapipe run the WGSL kernels about 100× slower than native code, BENCHMARKS.md);
-/// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
-///   `realnvp devices`;
-/// - `all`: every adapter, batches split between them in proportion to their speed.
-pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Result<Box<dyn Engine>> {
-    let adapters = || gpu::adapters(&gpu::instance());
-    match device {
-        Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
-        Device::Native => Ok(Box::new(NativeEngine::new(flow))),
-        Device::Auto | Device::Gpu(None) => {
-            let mut adapters = adapters();
-            adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
-            match adapters.first() {
-                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
-                    Ok(Box::new(NativeEngine::new(flow).chosen_because(format!(
-                        "no hardware GPU; native code is faster than the CPU-emulated {}",
-                        a.get_info().name
-                    ))))
-                }
-                Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
-                None if *device == Device::Auto => {
-                    Ok(Box::new(NativeEngine::new(flow).chosen_because("no GPU adapter found")))
-                }
-                None => Err(no_adapter()),
-            }
-        }
-        Device::Gpu(Some(n)) => {
-            let adapters = adapters();
-            let a = adapters.get(*n).ok_or_else(|| {
-                Error::Gpu(format!("no adapter gpu:{n}; `realnvp devices` lists {} adapter(s)", adapters.len()))
-            })?;
-            Ok(Box::new(GpuEngine::new(flow, a, options)?))
-        }
-        Device::All => {
-            let adapters = adapters();
-            if adapters.is_empty() {
-                return Err(no_adapter());
-            }
-            let engines = adapters
-                .iter()
-                .map(|a| GpuEngine::new(flow.clone(), a, options).map(|e| Box::new(e) as Box<dyn Engine>))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Box::new(SplitEngine::new(flow, engines)?))
-        }
-    }
-}
-
-fn no_adapter() -> Error {
-    Error::Gpu(
-        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device native)"
-            .into(),
-    )
-}
-
-/// The float64 CPU reference as an [`Engine`].
-pub struct CpuReference {
-    flow: Arc<Flow>,
-}
-
-impl CpuReference {
-    /// Wraps a validated flow.
-    pub fn new(flow: Arc<Flow>) -> Self {
-        CpuReference { flow }
-    }
-}
-
 /// "1 thread" / "N threads": the CPU engines' rayon pool, for engine names.
 pub(crate) fn thread_count() -> String {
     match rayon::current_num_threads() {
         1 => "1 thread".into(),
         n => format!("{n} threads"),
-    }
-}
-
-/// Checks that `input` holds `n` rows of `flow.dim` values.
-pub(crate) fn check_rows(flow: &Flow, input: &[f64], n: usize) -> Result<()> {
-    if input.len() != n * flow.dim {
-        return Err(Error::Argument(format!(
-            "input holds {} values but {n} rows of D = {} need {}",
-            input.len(),
-            flow.dim,
-            n * flow.dim
-        )));
-    }
-    Ok(())
-}
-
-impl Engine for CpuReference {
-    fn name(&self) -> String {
-        format!("cpu (float64 reference, {})", thread_count())
-    }
-
-    fn flow(&self) -> &Flow {
-        &self.flow
-    }
-
-    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        check_rows(&self.flow, x, logdet.len())?;
-        check_rows(&self.flow, z, logdet.len())?;
-        reference::forward_to_latent(&self.flow, x, z, logdet);
-        Ok(())
-    }
-
-    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        check_rows(&self.flow, z, logdet.len())?;
-        check_rows(&self.flow, x, logdet.len())?;
-        reference::inverse_to_data(&self.flow, z, x, logdet);
-        Ok(())
-    }
-
-    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
-        check_rows(&self.flow, x, logp.len())?;
-        reference::log_prob(&self.flow, x, logp);
-        sum.add_rows(logp);
-        Ok(())
     }
 }

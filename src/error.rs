@@ -36,6 +36,18 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Parses one of a fixed set of names (`what`: e.g. "scale function"), naming the
+    /// choices when `s` is none of them.
+    pub(crate) fn choose<T: Copy>(what: &str, s: &str, choices: &[(&str, T)]) -> Result<T> {
+        match choices.iter().find(|(name, _)| *name == s) {
+            Some(&(_, value)) => Ok(value),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                Err(Error::Argument(format!("unknown {what} {s:?}; use {}", names.join(", "))))
+            }
+        }
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

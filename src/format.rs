@@ -130,17 +130,7 @@ enum ActivationName {
     Gelu,
 }
 
-/// Default slope of `leaky_relu` when the file gives none (PyTorch's default).
-pub const DEFAULT_NEGATIVE_SLOPE: f64 = 0.01;
 
-/// Reads and validates a model file.
-pub fn load_flow(path: &Path) -> Result<Flow> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    flow_from_bytes(&bytes).map_err(|e| match e {
-        Error::Model(reason) => Error::ModelFile { path: path.to_owned(), reason },
-        other => other,
-    })
-}
 
 /// Parses and validates a model from the bytes of a `.safetensors` file.
 pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
@@ -259,7 +249,7 @@ fn build_mlp(prefix: &str, net: &NetConfig, tensors: &mut TensorStore) -> Result
     let activation = match net.activation {
         ActivationName::Relu => Activation::Relu,
         ActivationName::LeakyRelu => {
-            Activation::LeakyRelu { negative_slope: net.negative_slope.unwrap_or(DEFAULT_NEGATIVE_SLOPE) }
+            Activation::LeakyRelu { negative_slope: net.negative_slope.unwrap_or(crate::model::DEFAULT_NEGATIVE_SLOPE) }
         }
         ActivationName::Tanh => Activation::Tanh,
         ActivationName::Elu => Activation::Elu,
@@ -356,10 +346,21 @@ pub fn flow_to_bytes(flow: &Flow, dtype: TensorDtype) -> Result<Vec<u8>> {
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Model(format!("serialize: {e}")))
 }
 
-/// Writes a flow atomically (temporary file in the same folder, then rename).
-pub fn save_flow(flow: &Flow, path: &Path, dtype: TensorDtype) -> Result<()> {
-    let bytes = flow_to_bytes(flow, dtype)?;
-    write_atomically(path, &bytes)
+impl Flow {
+    /// Reads and validates a model file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Flow> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        flow_from_bytes(&bytes).map_err(|e| match e {
+            Error::Model(reason) => Error::ModelFile { path: path.to_owned(), reason },
+            other => other,
+        })
+    }
+
+    /// Writes a flow atomically (temporary file in the same folder, then rename).
+    pub fn save(&self, path: impl AsRef<Path>, dtype: TensorDtype) -> Result<()> {
+        write_atomically(path.as_ref(), &flow_to_bytes(self, dtype)?)
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that

@@ -3,34 +3,40 @@
 //! Real NVP normalizing flows evaluated in bulk: exact log-likelihoods, data→latent and
 //! latent→data maps, and sampling, over batches of any size.
 //!
-//! - [`model`]: what a flow is (layers in data→latent order, parameters).
-//! - [`format`](mod@format): the `.safetensors` model file (docs/FORMAT.md).
+//! - [`model`]: what a flow is (layers in data→latent order, parameters); [`Flow::load`]
+//!   and [`Flow::save`] ([`format`](mod@format): the `.safetensors` file, docs/FORMAT.md).
 //! - [`convert`]: importers for flows trained with normflows and nflows (PyTorch).
-//! - [`reference`](mod@reference): the float64 CPU reference, the ground truth.
-//! - [`engine`]: the [`Engine`](engine::Engine) trait every device implements, and device selection.
-//! - [`gpu`]: the fused WGSL engine on any wgpu adapter.
-//! - [`native`]: the fused float32 SIMD engine on the CPU (`--device native`).
-//! - [`bench`](mod@bench): timed passes per device next to the FMA ceiling (`realnvp bench`).
-//! - [`split`]: one batch split across several engines (`--device all`).
-//! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory.
-//! - [`npy`]: chunked `.npy` reading and atomic writing.
-//! - [`random`]: random non-trivial flows (`realnvp init`, tests).
+//! - [`reference`](mod@reference): the float64 CPU reference, the ground truth;
+//!   [`cpu`]: it as an engine.
+//! - [`engine`]: the [`Engine`] trait every engine implements, [`Pass`], the reduction;
+//!   [`real`]: rows in float32 or float64 ([`real::Batch`]).
+//! - [`device`]: [`Device`], [`device::open_engine`] and [`Flow::engine`].
+//! - [`gpu`]: the fused WGSL engine on any wgpu adapter; [`native`]: the fused float32 SIMD
+//!   engine on the CPU; [`split`]: one batch split across several engines (`--device all`).
+//! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory
+//!   ([`npy`]: chunked reading, atomic writing).
+//! - [`verify`]: an engine against the reference; [`bench`](mod@bench): timed passes next to
+//!   the FMA ceiling; [`random`]: random non-trivial flows (`realnvp init`, tests).
+//!
+//! docs/ARCHITECTURE.md describes how they fit together.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use realnvp::{engine::{open_engine, Device}, random::{init_flow, InitSpec}};
+//! use realnvp::{Device, Flow, LogLikelihoodSum};
 //!
-//! let flow = Arc::new(init_flow(&InitSpec::seed4d(6), 0).unwrap());
-//! let engine = open_engine(flow, &Device::Cpu, &Default::default()).unwrap();
-//! let x = vec![0.1, -0.3, 0.7, 1.2, /* second row */ 0.0, 0.5, -1.0, 2.0];
-//! let mut logp = vec![0.0; 2];
-//! let mut sum = realnvp::engine::LogLikelihoodSum::default();
-//! engine.log_prob(&x, &mut logp, &mut sum).unwrap();
+//! let flow = Flow::load("tests/fixtures/python/model.safetensors")?;
+//! let engine = flow.engine(&Device::Native)?;
+//! // two rows of D = 5, row-major
+//! let x: Vec<f32> = vec![0.1, -0.3, 0.7, 1.2, 0.4, /* second row */ 0.0, 0.5, -1.0, 2.0, -0.2];
+//! let mut logp = vec![0.0f32; 2];
+//! engine.log_prob(&x, &mut logp, &mut LogLikelihoodSum::default())?;
 //! assert!(logp.iter().all(|v| v.is_finite()));
+//! # Ok::<(), realnvp::Error>(())
 //! ```
 
 pub mod bench;
 pub mod convert;
+pub mod cpu;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod format;
@@ -40,8 +46,17 @@ pub mod native;
 pub mod npy;
 pub mod pipeline;
 pub mod random;
+pub mod real;
 pub mod reference;
 pub mod split;
 pub mod verify;
 
+pub use device::Device;
+pub use engine::{Engine, LogLikelihoodSum, Pass};
 pub use error::{Error, Result};
+pub use model::Flow;
+
+/// README.md's code is compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

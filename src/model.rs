@@ -152,6 +152,45 @@ pub enum OutputFn {
     Tanh,
 }
 
+/// Default slope of `leaky_relu` when the file gives none (PyTorch's default).
+pub const DEFAULT_NEGATIVE_SLOPE: f64 = 0.01;
+
+impl std::str::FromStr for Activation {
+    type Err = Error;
+
+    /// `relu`, `leaky_relu` (slope [`DEFAULT_NEGATIVE_SLOPE`]), `leaky_relu:SLOPE`, `tanh`,
+    /// `elu`, `silu`, `gelu`.
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(slope) = s.strip_prefix("leaky_relu:") {
+            return match slope.parse::<f64>() {
+                Ok(slope) if slope.is_finite() => Ok(Activation::LeakyRelu { negative_slope: slope }),
+                _ => Err(Error::Argument(format!("leaky_relu slope {slope:?} is not a finite number"))),
+            };
+        }
+        Ok(match s {
+            "relu" => Activation::Relu,
+            "leaky_relu" => Activation::LeakyRelu { negative_slope: DEFAULT_NEGATIVE_SLOPE },
+            "tanh" => Activation::Tanh,
+            "elu" => Activation::Elu,
+            "silu" => Activation::Silu,
+            "gelu" => Activation::Gelu,
+            _ => {
+                return Err(Error::Argument(format!(
+                    "unknown activation {s:?}; use relu, leaky_relu[:SLOPE], tanh, elu, silu or gelu"
+                )))
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for OutputFn {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose("output function", s, &[("identity", OutputFn::Identity), ("tanh", OutputFn::Tanh)])
+    }
+}
+
 impl Mlp {
     /// Sizes `[in, h1, …, out]`.
     pub fn sizes(&self) -> Vec<usize> {

@@ -1,5 +1,6 @@
 //! Chunked `.npy` input and atomic `.npy` output. Inputs are little-endian float32 or
-//! float64, C order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`); rows are handed out as float64. Outputs go to a
+//! float64, C order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`); rows are handed
+//! out in the caller's precision (no conversion when it is the file's). Outputs go to a
 //! temporary file in the destination folder and are renamed into place only when complete.
 
 use std::fs::File;
@@ -10,6 +11,7 @@ use ndarray_npy::npy::header::{Header, Layout};
 use py_literal::Value as PyValue;
 
 use crate::error::{Error, Result};
+use crate::real::Real;
 
 /// Element type of an `.npy` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,15 @@ impl NpyDtype {
         match self {
             NpyDtype::F32 => "<f4",
             NpyDtype::F64 => "<f8",
+        }
+    }
+
+    /// The element type of `T`.
+    pub fn of<T: Real>() -> Self {
+        if std::mem::size_of::<T>() == 4 {
+            NpyDtype::F32
+        } else {
+            NpyDtype::F64
         }
     }
 
@@ -102,23 +113,29 @@ impl NpyReader {
         self.dtype
     }
 
-    /// Reads up to `max_rows` further rows into `out` (cleared first) as float64; returns how
-    /// many rows were read, 0 at the end.
-    pub fn read_rows(&mut self, max_rows: usize, out: &mut Vec<f64>) -> Result<usize> {
+    /// Reads up to `max_rows` further rows into `out` (cleared first) in precision `T`;
+    /// returns how many rows were read, 0 at the end. When `T` is the file's element type the
+    /// bytes are read straight into `out`.
+    pub fn read_rows<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<usize> {
         let n = max_rows.min(self.rows - self.rows_read);
-        let size = self.dtype.size();
-        self.bytes.resize(n * self.cols * size, 0);
-        self.reader.read_exact(&mut self.bytes).map_err(|e| Error::io(&self.path, e))?;
+        let values = n * self.cols;
         out.clear();
-        match self.dtype {
-            NpyDtype::F32 => {
-                out.extend(self.bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))))
+        if NpyDtype::of::<T>() == self.dtype && cfg!(target_endian = "little") {
+            out.resize(values, T::zero());
+            self.reader.read_exact(bytemuck::cast_slice_mut(out)).map_err(|e| Error::io(&self.path, e))?;
+        } else {
+            self.bytes.resize(values * self.dtype.size(), 0);
+            self.reader.read_exact(&mut self.bytes).map_err(|e| Error::io(&self.path, e))?;
+            match self.dtype {
+                NpyDtype::F32 => out.extend(
+                    self.bytes.chunks_exact(4).map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+                ),
+                NpyDtype::F64 => out.extend(
+                    self.bytes
+                        .chunks_exact(8)
+                        .map(|b| T::of(f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))),
+                ),
             }
-            NpyDtype::F64 => out.extend(
-                self.bytes
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
-            ),
         }
         self.rows_read += n;
         Ok(n)
@@ -155,21 +172,20 @@ impl NpyWriter {
         Ok(NpyWriter { path: path.to_owned(), out, dtype, expected: shape.iter().product(), written: 0 })
     }
 
-    /// Appends values in C order.
-    pub fn write(&mut self, values: &[f64]) -> Result<()> {
+    /// Appends values in C order (rounded or widened to the file's element type).
+    pub fn write<T: Real>(&mut self, values: &[T]) -> Result<()> {
         if self.written + values.len() > self.expected {
             return Err(Error::Argument(format!("{}: more values written than the shape holds", self.path.display())));
         }
         let io = |e| Error::io(&self.path, e);
-        match self.dtype {
-            NpyDtype::F32 => {
-                let buf: Vec<u8> = values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect();
-                self.out.write_all(&buf).map_err(io)?;
-            }
-            NpyDtype::F64 => {
-                let buf: Vec<u8> = values.iter().flat_map(|&v| v.to_le_bytes()).collect();
-                self.out.write_all(&buf).map_err(io)?;
-            }
+        if NpyDtype::of::<T>() == self.dtype && cfg!(target_endian = "little") {
+            self.out.write_all(bytemuck::cast_slice(values)).map_err(io)?;
+        } else {
+            let buf: Vec<u8> = match self.dtype {
+                NpyDtype::F32 => values.iter().flat_map(|&v| v.to_f32().to_le_bytes()).collect(),
+                NpyDtype::F64 => values.iter().flat_map(|&v| v.wide().to_le_bytes()).collect(),
+            };
+            self.out.write_all(&buf).map_err(io)?;
         }
         self.written += values.len();
         Ok(())
@@ -193,7 +209,7 @@ impl NpyWriter {
     }
 }
 
-/// Reads a whole `[N, D]` file into memory (for tests and small inputs).
+/// Reads a whole `[N, D]` file into memory as float64 (for tests and small inputs).
 pub fn read_all(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
     let mut reader = NpyReader::open(path)?;
     let (rows, cols) = (reader.rows(), reader.cols());
@@ -203,7 +219,7 @@ pub fn read_all(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
 }
 
 /// Writes a whole array of `shape` atomically.
-pub fn write_all(path: &Path, shape: &[usize], values: &[f64], dtype: NpyDtype) -> Result<()> {
+pub fn write_all<T: Real>(path: &Path, shape: &[usize], values: &[T], dtype: NpyDtype) -> Result<()> {
     let mut w = NpyWriter::create(path, shape, dtype)?;
     w.write(values)?;
     w.finish()

@@ -1,5 +1,8 @@
 //! Streaming over files of any length: read a chunk → evaluate → reduce → write, with memory
 //! bounded by the chunk size. Outputs appear only when complete (see [`crate::npy`]).
+//!
+//! Rows stay in one precision from file to file: float32 when the input file and the
+//! outputs are float32 (a float32 engine then converts nothing on the host), else float64.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -10,12 +13,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::engine::{Engine, LogLikelihoodSum};
+use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
+use crate::real::Real;
 use crate::random::sample_base;
 
-/// Host memory per chunk of input rows (float64) that the default chunk size aims for.
+/// Host memory per chunk of input rows (as float64) that the default chunk size aims for.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 
 /// How a file is streamed.
@@ -136,13 +140,13 @@ impl std::fmt::Display for TransformSummary {
     }
 }
 
-/// Which way `transform_file` maps rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transform {
-    /// data x → latent z (forward).
-    DataToLatent,
-    /// latent z → data x (inverse).
-    LatentToData,
+/// The precision rows are streamed in: float32 only when nothing on either side is float64.
+fn working_dtype(reader: &NpyReader, opts: &StreamOptions) -> NpyDtype {
+    if reader.dtype() == NpyDtype::F32 && opts.output_dtype == NpyDtype::F32 {
+        NpyDtype::F32
+    } else {
+        NpyDtype::F64
+    }
 }
 
 fn open_input(engine: &dyn Engine, input: &Path) -> Result<NpyReader> {
@@ -178,19 +182,33 @@ pub fn score_file(
     opts: &StreamOptions,
 ) -> Result<ScoreSummary> {
     let start = Instant::now();
-    let mut reader = open_input(engine, input)?;
-    let (rows, dim) = (reader.rows(), reader.cols());
+    let reader = open_input(engine, input)?;
+    let dim = reader.cols();
+    let sum = match working_dtype(&reader, opts) {
+        NpyDtype::F32 => score_in::<f32>(engine, reader, output, opts)?,
+        NpyDtype::F64 => score_in::<f64>(engine, reader, output, opts)?,
+    };
+    Ok(ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64()))
+}
+
+fn score_in<T: Real>(
+    engine: &dyn Engine,
+    mut reader: NpyReader,
+    output: Option<&Path>,
+    opts: &StreamOptions,
+) -> Result<LogLikelihoodSum> {
+    let rows = reader.rows();
     let mut writer = output.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
     let bar = progress_bar(opts, rows, "score");
     let chunk = opts.rows_per_chunk(engine);
-    let (mut x, mut logp) = (Vec::new(), Vec::new());
+    let (mut x, mut logp) = (Vec::<T>::new(), Vec::<T>::new());
     let mut sum = LogLikelihoodSum::default();
     loop {
         let n = reader.read_rows(chunk, &mut x)?;
         if n == 0 {
             break;
         }
-        logp.resize(n, 0.0);
+        logp.resize(n, T::zero());
         engine.log_prob(&x, &mut logp, &mut sum)?;
         if let Some(w) = writer.as_mut() {
             w.write(&logp)?;
@@ -201,38 +219,60 @@ pub fn score_file(
         w.finish()?;
     }
     bar.finish_and_clear();
-    Ok(ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64()))
+    Ok(sum)
 }
 
-/// Maps every row of `input` data→latent or latent→data into `output` `[N, D]`; writes the
-/// per-row log-det `[N]` of that map to `logdet` if given.
+/// Maps every row of `input` data→latent ([`Pass::ToLatent`]) or latent→data
+/// ([`Pass::ToData`]) into `output` `[N, D]`; writes the per-row log-det `[N]` of that map to
+/// `logdet` if given.
 pub fn transform_file(
     engine: &dyn Engine,
-    transform: Transform,
+    pass: Pass,
     input: &Path,
     output: &Path,
     logdet: Option<&Path>,
     opts: &StreamOptions,
 ) -> Result<TransformSummary> {
+    if !pass.maps_rows() {
+        return Err(Error::Argument("transform_file maps rows; use score_file for log p".into()));
+    }
     let start = Instant::now();
-    let mut reader = open_input(engine, input)?;
+    let reader = open_input(engine, input)?;
+    let rows = reader.rows();
+    let nonfinite = match working_dtype(&reader, opts) {
+        NpyDtype::F32 => transform_in::<f32>(engine, pass, reader, output, logdet, opts)?,
+        NpyDtype::F64 => transform_in::<f64>(engine, pass, reader, output, logdet, opts)?,
+    };
+    Ok(transform_summary(engine, rows, nonfinite, start))
+}
+
+/// [`transform_file`] in precision `T`; returns the number of non-finite output rows.
+fn transform_in<T: Real>(
+    engine: &dyn Engine,
+    pass: Pass,
+    mut reader: NpyReader,
+    output: &Path,
+    logdet: Option<&Path>,
+    opts: &StreamOptions,
+) -> Result<u64> {
     let (rows, dim) = (reader.rows(), reader.cols());
     let mut out = NpyWriter::create(output, &[rows, dim], opts.output_dtype)?;
     let mut ld_out = logdet.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
-    let bar = progress_bar(opts, rows, transform_label(transform));
+    let bar = progress_bar(opts, rows, pass.label());
     let chunk = opts.rows_per_chunk(engine);
-    let (mut x, mut y, mut ld) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut x, mut y, mut ld) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new());
     let mut nonfinite = 0u64;
     loop {
         let n = reader.read_rows(chunk, &mut x)?;
         if n == 0 {
             break;
         }
-        y.resize(n * dim, 0.0);
-        ld.resize(n, 0.0);
-        match transform {
-            Transform::DataToLatent => engine.forward_to_latent(&x, &mut y, &mut ld)?,
-            Transform::LatentToData => engine.inverse_to_data(&x, &mut y, &mut ld)?,
+        y.resize(n * dim, T::zero());
+        ld.resize(n, T::zero());
+        if pass == Pass::ToLatent {
+            engine.forward_to_latent(&x, &mut y, &mut ld)?;
+        } else {
+            engine.inverse_to_data(&x, &mut y, &mut ld)?;
         }
         nonfinite += count_nonfinite_rows(&y, &ld, dim);
         out.write(&y)?;
@@ -246,7 +286,7 @@ pub fn transform_file(
         w.finish()?;
     }
     bar.finish_and_clear();
-    Ok(transform_summary(engine, rows, nonfinite, start))
+    Ok(nonfinite)
 }
 
 /// Draws `n` rows from the model (latent samples from the base, mapped latent→data) into
@@ -284,13 +324,6 @@ pub fn sample_to_file(
     Ok(transform_summary(engine, n, nonfinite, start))
 }
 
-fn transform_label(t: Transform) -> &'static str {
-    match t {
-        Transform::DataToLatent => "forward",
-        Transform::LatentToData => "inverse",
-    }
-}
-
 fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: Instant) -> TransformSummary {
     let seconds = start.elapsed().as_secs_f64();
     TransformSummary {
@@ -302,7 +335,7 @@ fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: In
     }
 }
 
-fn count_nonfinite_rows(values: &[f64], logdet: &[f64], dim: usize) -> u64 {
+fn count_nonfinite_rows<T: Real>(values: &[T], logdet: &[T], dim: usize) -> u64 {
     values.chunks(dim).zip(logdet).filter(|(row, ld)| !ld.is_finite() || row.iter().any(|v| !v.is_finite())).count()
         as u64
 }

@@ -19,6 +19,23 @@ pub enum ScaleKind {
     SoftClampExp,
 }
 
+impl std::str::FromStr for ScaleKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Error::choose(
+            "scale function",
+            s,
+            &[
+                ("exp", ScaleKind::Exp),
+                ("tanh-exp", ScaleKind::TanhExp),
+                ("sigmoid", ScaleKind::Sigmoid),
+                ("soft-clamp-exp", ScaleKind::SoftClampExp),
+            ],
+        )
+    }
+}
+
 /// What `realnvp init` builds: `layers` couplings with alternating half masks
 /// (layer 0: b = 1 on the first ⌈D/2⌉ features), `masked_st` conditioners with s and t MLPs
 /// `[D, hidden…, D]`.

@@ -13,46 +13,12 @@
 
 use rayon::prelude::*;
 
+use crate::real::Real;
 use crate::model::{
     Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
 };
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
-
-/// A float type the reference runs in: `f64` (the reference) or `f32` (plain float32
-/// arithmetic on the same code path).
-pub trait Real: num_traits::Float + std::iter::Sum + Send + Sync + 'static {
-    /// Rounds a float64 parameter or constant to this type.
-    fn of(v: f64) -> Self;
-    /// Widens exactly to float64.
-    fn wide(self) -> f64;
-    /// The error function.
-    fn erf(self) -> Self;
-}
-
-impl Real for f64 {
-    fn of(v: f64) -> Self {
-        v
-    }
-    fn wide(self) -> f64 {
-        self
-    }
-    fn erf(self) -> Self {
-        libm::erf(self)
-    }
-}
-
-impl Real for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-    fn wide(self) -> f64 {
-        f64::from(self)
-    }
-    fn erf(self) -> Self {
-        libm::erff(self)
-    }
-}
 
 /// The largest magnitude a row evaluation produced: every Linear output, activation,
 /// conditioner output, scale factor f *and* its reciprocal 1/f, transformed feature, log-det

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::{Engine, LogLikelihoodSum};
+use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::model::Flow;
+use crate::real::{Batch, Io, Real};
 
 /// Rows used to measure each engine's speed when the split engine is opened.
 const CALIBRATION_ROWS: usize = 4096;
@@ -27,10 +28,10 @@ impl SplitEngine {
         if engines.is_empty() {
             return Err(Error::Argument("no engine to split the batch across".into()));
         }
-        let x: Vec<f64> = (0..CALIBRATION_ROWS * flow.dim).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
+        let x: Vec<f32> = (0..CALIBRATION_ROWS * flow.dim).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
         let mut speeds = Vec::new();
         for e in &engines {
-            let mut logp = vec![0.0; CALIBRATION_ROWS];
+            let mut logp = vec![0.0f32; CALIBRATION_ROWS];
             e.log_prob(&x, &mut logp, &mut LogLikelihoodSum::default())?; // first use compiles
             let start = Instant::now();
             e.log_prob(&x, &mut logp, &mut LogLikelihoodSum::default())?;
@@ -77,7 +78,7 @@ impl SplitEngine {
 }
 
 /// Splits `data` (`[n, width]`) into mutable pieces for the given row ranges.
-fn split_rows<'a>(mut data: &'a mut [f64], width: usize, ranges: &[(usize, usize)]) -> Vec<&'a mut [f64]> {
+fn split_rows<'a, T>(mut data: &'a mut [T], width: usize, ranges: &[(usize, usize)]) -> Vec<&'a mut [T]> {
     let mut pieces = Vec::with_capacity(ranges.len());
     for &(a, b) in ranges {
         let (head, tail) = std::mem::take(&mut data).split_at_mut((b - a) * width);
@@ -101,46 +102,32 @@ impl Engine for SplitEngine {
         self.engines.iter().map(|e| e.row_alignment()).max().unwrap_or(1)
     }
 
-    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        self.map_rows(x, z, logdet, |e, x, z, ld| e.forward_to_latent(x, z, ld))
-    }
-
-    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        self.map_rows(z, x, logdet, |e, z, x, ld| e.inverse_to_data(z, x, ld))
-    }
-
-    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
-        let d = self.flow.dim;
-        let ranges = self.ranges(logp.len());
-        let mut sums = vec![LogLikelihoodSum::default(); ranges.len()];
-        let work: Vec<_> = ranges
-            .iter()
-            .zip(split_rows(logp, 1, &ranges))
-            .zip(sums.iter_mut())
-            .map(|((&(a, b), out), s)| (&x[a * d..b * d], out, s))
-            .collect();
-        self.concurrently(work, |e, (x, out, s)| e.log_prob(x, out, s))?;
-        for s in sums {
-            sum.rows += s.rows;
-            sum.add_partial(s.sum, s.finite_rows);
+    fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()> {
+        match batch {
+            Batch::F32(io) => self.run_in(pass, io, sum),
+            Batch::F64(io) => self.run_in(pass, io, sum),
         }
-        Ok(())
     }
 }
 
 impl SplitEngine {
-    fn map_rows<F>(&self, input: &[f64], out: &mut [f64], logdet: &mut [f64], f: F) -> Result<()>
-    where
-        F: Fn(&dyn Engine, &[f64], &mut [f64], &mut [f64]) -> Result<()> + Sync,
-    {
+    /// Cuts the batch into one row range per engine, runs them concurrently and merges the
+    /// ranges' reductions in row order.
+    fn run_in<T: Real>(&self, pass: Pass, io: Io<'_, T>, sum: &mut LogLikelihoodSum) -> Result<()> {
         let d = self.flow.dim;
-        let ranges = self.ranges(logdet.len());
+        let n = io.check(pass.maps_rows(), d)?;
+        let ranges = self.ranges(n);
+        let mut sums = vec![LogLikelihoodSum::default(); ranges.len()];
+        let width = if pass.maps_rows() { d } else { 0 };
         let work: Vec<_> = ranges
             .iter()
-            .zip(split_rows(out, d, &ranges))
-            .zip(split_rows(logdet, 1, &ranges))
-            .map(|((&(a, b), o), ld)| (&input[a * d..b * d], o, ld))
+            .zip(split_rows(io.rows, width, &ranges))
+            .zip(split_rows(io.per_row, 1, &ranges))
+            .zip(sums.iter_mut())
+            .map(|(((&(a, b), rows), per_row), s)| (Io { input: &io.input[a * d..b * d], rows, per_row }, s))
             .collect();
-        self.concurrently(work, |e, (i, o, ld)| f(e, i, o, ld))
+        self.concurrently(work, |e, (io, s)| e.run(pass, T::batch(io), s))?;
+        sums.iter().for_each(|s| sum.merge(s));
+        Ok(())
     }
 }

@@ -48,7 +48,8 @@ use rayon::prelude::*;
 use crate::engine::{Engine, LogLikelihoodSum};
 use crate::error::{Error, Result};
 use crate::model::Flow;
-use crate::reference::{self, Magnitude, Real};
+use crate::real::Real;
+use crate::reference::{self, Magnitude};
 
 /// Largest accepted error of a row for a float32 engine against the float64 reference.
 pub const FLOAT32_TOLERANCE: f64 = 2e-4;
@@ -483,45 +484,8 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
     let logdet = |r: &RowRef<f32>| vec![f64::from(r.logdet)];
     let log_prob_check = forward_check(&lp, &lp_ref, 1, |r| vec![f64::from(r.log_prob)]);
 
-    // the mean over rows finite in both, in range and not excused as ill-conditioned
-    let mut mean = MeanCheck::default();
-    let (mut se, mut sr) = (0.0, 0.0);
-    for r in 0..n {
-        if in_range[r]
-            && lp[r].is_finite()
-            && lp_ref[r].is_finite()
-            && (lp[r] - lp_ref[r]).abs() / (1.0 + lp_ref[r].abs()) <= FLOAT32_TOLERANCE
-        {
-            mean.rows += 1;
-            se += lp[r];
-            sr += lp_ref[r];
-        }
-    }
-    if mean.rows > 0 {
-        mean.engine = se / mean.rows as f64;
-        mean.reference = sr / mean.rows as f64;
-        mean.metric = (mean.engine - mean.reference).abs() / (1.0 + mean.reference.abs());
-    }
-
-    // the engine's reduction against its own rows
-    let mut own = LogLikelihoodSum::default();
-    own.add_rows(&lp);
-    let reduction = ReductionCheck {
-        rows: sum.rows,
-        finite_rows: sum.finite_rows,
-        expected_rows: n as u64,
-        expected_finite_rows: own.finite_rows,
-        metric: if own.finite_rows == 0 && sum.finite_rows == 0 {
-            0.0
-        } else {
-            let m = (sum.mean() - own.mean()).abs() / (1.0 + own.mean().abs());
-            if m.is_nan() {
-                f64::INFINITY
-            } else {
-                m
-            }
-        },
-    };
+    let mean = mean_check(&lp, &lp_ref, &in_range);
+    let reduction = reduction_check(&sum, &lp);
 
     let count = |v: &[bool]| v.iter().zip(&finite_input).filter(|(&ok, &fin)| fin && !ok).count();
     let first = |v: &[bool]| v.iter().zip(&finite_input).position(|(&ok, &fin)| fin && !ok);
@@ -542,4 +506,49 @@ pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
         mean,
         reduction,
     })
+}
+
+/// The mean log p over rows finite in both, in range and not excused as ill-conditioned.
+fn mean_check(lp: &[f64], lp_ref: &[f64], in_range: &[bool]) -> MeanCheck {
+    let mut mean = MeanCheck::default();
+    let (mut se, mut sr) = (0.0, 0.0);
+    for r in 0..lp.len() {
+        if in_range[r]
+            && lp[r].is_finite()
+            && lp_ref[r].is_finite()
+            && (lp[r] - lp_ref[r]).abs() / (1.0 + lp_ref[r].abs()) <= FLOAT32_TOLERANCE
+        {
+            mean.rows += 1;
+            se += lp[r];
+            sr += lp_ref[r];
+        }
+    }
+    if mean.rows > 0 {
+        mean.engine = se / mean.rows as f64;
+        mean.reference = sr / mean.rows as f64;
+        mean.metric = (mean.engine - mean.reference).abs() / (1.0 + mean.reference.abs());
+    }
+    mean
+}
+
+/// The engine's reduction `sum` against its own per-row values `lp`.
+fn reduction_check(sum: &LogLikelihoodSum, lp: &[f64]) -> ReductionCheck {
+    let mut own = LogLikelihoodSum::default();
+    own.add_rows(lp);
+    ReductionCheck {
+        rows: sum.rows,
+        finite_rows: sum.finite_rows,
+        expected_rows: lp.len() as u64,
+        expected_finite_rows: own.finite_rows,
+        metric: if own.finite_rows == 0 && sum.finite_rows == 0 {
+            0.0
+        } else {
+            let m = (sum.mean() - own.mean()).abs() / (1.0 + own.mean().abs());
+            if m.is_nan() {
+                f64::INFINITY
+            } else {
+                m
+            }
+        },
+    }
 }

@@ -18,7 +18,8 @@
 
 use std::sync::Arc;
 
-use realnvp::engine::{open_engine, Device, Engine, LogLikelihoodSum};
+use realnvp::device::{open_engine, Device};
+use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::gpu::kernel::KernelForm;
 use realnvp::gpu::GpuOptions;
 use realnvp::model::Flow;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use realnvp::format::load_flow;
+use realnvp::model::Flow;
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::reference;
 
@@ -79,7 +79,7 @@ fn init_score_forward_inverse_sample_round_trip() {
     assert_eq!(summary["rows"], 1000);
     assert_eq!(summary["nonfinite_rows"], 0);
 
-    let flow = load_flow(&model).unwrap();
+    let flow = Flow::load(&model).unwrap();
     let mut expected = vec![0.0; 1000];
     reference::log_prob(&flow, &x, &mut expected);
     let (logp, n, _) = read_all(&logp_path).unwrap();
@@ -289,7 +289,7 @@ fn sample_draws_from_the_model_distribution() {
         }],
     };
     let model = d.join("affine.safetensors");
-    realnvp::format::save_flow(&flow, &model, realnvp::format::TensorDtype::F64).unwrap();
+    flow.save(&model, realnvp::format::TensorDtype::F64).unwrap();
     let n = 40_000;
     for device in ["cpu", "native"] {
         let out = d.join(format!("x_{device}.npy"));
@@ -331,7 +331,7 @@ fn init_stores_the_leaky_relu_slope_it_is_given() {
     let dir = common::tempdir();
     let model = dir.path().join("m.safetensors");
     ok(&["init", "--dim", "3", "--layers", "2", "--hidden", "8", "--activation", "leaky_relu:0.2", "-o", s(&model)]);
-    let flow = load_flow(&model).unwrap();
+    let flow = Flow::load(&model).unwrap();
     let mut slopes = Vec::new();
     for layer in &flow.layers {
         if let realnvp::model::Layer::Coupling(c) = layer {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use realnvp::engine::{open_engine, Device};
+use realnvp::device::{open_engine, Device};
 use realnvp::model::Flow;
 use realnvp::reference;
 use realnvp::verify::verify;

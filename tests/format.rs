@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use realnvp::format::{flow_from_bytes, flow_to_bytes, load_flow, save_flow, TensorDtype};
+use realnvp::format::{flow_from_bytes, flow_to_bytes, TensorDtype};
 use realnvp::model::{Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, OutputFn, ScaleFn};
 use realnvp::random::{random_mixed_flow, random_mlp, random_residual_net};
 use realnvp::Error;
@@ -124,8 +124,8 @@ fn round_trip_float32_rounds_parameters_once() {
 fn save_and_load_through_a_file() {
     let dir = common::tempdir();
     let path = dir.path().join("m.safetensors");
-    save_flow(&full_flow(), &path, TensorDtype::F64).unwrap();
-    assert_eq!(load_flow(&path).unwrap(), full_flow());
+    Flow::save(&full_flow(), &path, TensorDtype::F64).unwrap();
+    assert_eq!(Flow::load(&path).unwrap(), full_flow());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(leftovers.len(), 1, "no temporary file may remain");
 }
@@ -359,7 +359,7 @@ fn load_flow_names_the_file() {
     let dir = common::tempdir();
     let path = dir.path().join("broken.safetensors");
     std::fs::write(&path, b"not a model").unwrap();
-    match load_flow(&path) {
+    match Flow::load(&path) {
         Err(e @ Error::ModelFile { .. }) => assert!(e.to_string().contains("broken.safetensors")),
         other => panic!("expected a model file error, got {other:?}"),
     }

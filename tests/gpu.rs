@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use realnvp::engine::Engine;
 use realnvp::gpu::kernel::{self, KernelForm};
-use realnvp::gpu::{self, unrolled, GpuEngine, GpuOptions};
+use realnvp::gpu::kernel::unrolled;
+use realnvp::gpu::{self, GpuEngine, GpuOptions};
 use realnvp::model::Flow;
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
@@ -34,12 +35,20 @@ fn engine(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<GpuEngin
     Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &GpuOptions { chunk_rows, kernel }).expect("GPU engine"))
 }
 
-/// Every test runs twice: with the plan interpreter forced, and with the automatic choice,
+/// The suite runs twice: with the plan interpreter forced, and with the automatic choice,
 /// which unrolls every model up to `unrolled::MAX_MULTIPLY_ADDS` (most random test models).
-fn each_kernel(test: impl Fn(agreement::Open)) {
-    for kernel in [KernelForm::Interpreted, KernelForm::Auto] {
-        test(&|flow: &Flow, chunk_rows| engine(flow, chunk_rows, kernel).map(|e| Box::new(e) as Box<dyn Engine>));
-    }
+mod interpreted {
+    use super::*;
+    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Interpreted));
+}
+
+mod auto_kernel {
+    use super::*;
+    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Auto));
+}
+
+fn open(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<Box<dyn Engine>> {
+    engine(flow, chunk_rows, kernel).map(|e| Box::new(e) as Box<dyn Engine>)
 }
 
 #[test]
@@ -91,36 +100,6 @@ fn naga_validates_every_generated_variant() {
     }
 }
 
-#[test]
-fn gpu_matches_reference_on_random_models() {
-    each_kernel(agreement::matches_reference_on_random_models);
-}
-
-#[test]
-fn init_models_pass_verify() {
-    each_kernel(agreement::init_models_pass_verify);
-}
-
-#[test]
-fn inverse_of_forward_on_gpu_is_identity() {
-    each_kernel(agreement::inverse_of_forward_is_identity);
-}
-
-#[test]
-fn batch_mean_does_not_depend_on_chunk_size() {
-    each_kernel(agreement::batch_mean_does_not_depend_on_chunk_size);
-}
-
-#[test]
-fn saturated_rows_never_turn_nan_on_gpu() {
-    each_kernel(agreement::saturated_rows_never_turn_nan);
-}
-
-#[test]
-fn nan_rows_are_isolated_on_gpu() {
-    each_kernel(agreement::nan_rows_are_isolated);
-}
-
 fn realnvp(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_realnvp")).args(args).output().expect("run realnvp")
 }
@@ -137,7 +116,7 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     assert!(realnvp(&["init", "--dim", "4", "--layers", "1", "--hidden", "8", "-o", &path("m.safetensors")])
         .status
         .success());
-    let flow = realnvp::format::load_flow(&model).unwrap();
+    let flow = Flow::load(&model).unwrap();
 
     // per-row output through several chunks against the reference
     let x = common::gaussian_rows(5000, 4, 9);

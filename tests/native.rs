@@ -9,41 +9,12 @@ use realnvp::model::Flow;
 use realnvp::native::NativeEngine;
 
 mod common;
-use common::agreement;
 
 fn open(flow: &Flow, _chunk_rows: usize) -> Option<Box<dyn Engine>> {
     Some(Box::new(NativeEngine::new(Arc::new(flow.clone()))))
 }
 
-#[test]
-fn native_matches_reference_on_random_models() {
-    agreement::matches_reference_on_random_models(&open);
-}
-
-#[test]
-fn init_models_pass_verify_on_native() {
-    agreement::init_models_pass_verify(&open);
-}
-
-#[test]
-fn inverse_of_forward_on_native_is_identity() {
-    agreement::inverse_of_forward_is_identity(&open);
-}
-
-#[test]
-fn native_batch_mean_does_not_depend_on_chunk_size() {
-    agreement::batch_mean_does_not_depend_on_chunk_size(&open);
-}
-
-#[test]
-fn saturated_rows_never_turn_nan_on_native() {
-    agreement::saturated_rows_never_turn_nan(&open);
-}
-
-#[test]
-fn nan_rows_are_isolated_on_native() {
-    agreement::nan_rows_are_isolated(&open);
-}
+agreement_suite!(&open);
 
 #[test]
 fn cli_verify_passes_on_native_for_init_models() {
@@ -68,7 +39,7 @@ fn cli_verify_passes_on_native_for_init_models() {
 #[test]
 fn auto_prefers_native_over_cpu_emulated_adapters() {
     let flow = Arc::new(realnvp::random::reference_model("seed4d").unwrap());
-    let engine = realnvp::engine::open_engine(flow, &realnvp::engine::Device::Auto, &Default::default()).unwrap();
+    let engine = realnvp::device::open_engine(flow, &realnvp::device::Device::Auto, &Default::default()).unwrap();
     let adapters = realnvp::gpu::adapters(&realnvp::gpu::instance());
     let hardware = adapters.iter().any(|a| !realnvp::gpu::is_cpu_adapter(&a.get_info()));
     let name = engine.name();

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use realnvp::engine::{CpuReference, Engine, LogLikelihoodSum};
+use realnvp::cpu::CpuReference;
+use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::random::random_mixed_flow;
 use realnvp::split::SplitEngine;
 
@@ -17,6 +18,7 @@ fn split_engine_merges_results_in_row_order() {
     let shares: f64 = split.shares().iter().map(|(_, s)| s).sum();
     assert!((shares - 1.0).abs() < 1e-12);
     let single = CpuReference::new(flow);
+    let (split, single): (&dyn Engine, &dyn Engine) = (&split, &single);
     for n in [1, 7, 1000] {
         let x = common::gaussian_rows(n, 5, n as u64);
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
@@ -37,4 +39,20 @@ fn split_engine_merges_results_in_row_order() {
         assert_eq!(xa, xb);
         assert_eq!(la, lb);
     }
+}
+
+/// The agreement suite on a `--device all`-style split of two native engines.
+mod two_natives {
+    use super::*;
+    use realnvp::model::Flow;
+    use realnvp::native::NativeEngine;
+
+    fn open(flow: &Flow, _chunk_rows: usize) -> Option<Box<dyn Engine>> {
+        let flow = Arc::new(flow.clone());
+        let natives: Vec<Box<dyn Engine>> =
+            (0..2).map(|_| Box::new(NativeEngine::new(flow.clone())) as Box<dyn Engine>).collect();
+        Some(Box::new(SplitEngine::new(flow, natives).expect("split engine")))
+    }
+
+    agreement_suite!(&open, rounding);
 }

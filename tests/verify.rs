@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use realnvp::engine::{open_engine, CpuReference, Device, Engine, LogLikelihoodSum};
+use realnvp::cpu::CpuReference;
+use realnvp::device::{open_engine, Device};
+use realnvp::engine::{Engine, LogLikelihoodSum, Pass};
+use realnvp::real::Batch;
 use realnvp::model::Flow;
 use realnvp::random::random_mixed_flow;
 use realnvp::verify::{model_rows, verify};
@@ -90,40 +93,45 @@ impl Engine for Wrong {
     fn flow(&self) -> &Flow {
         self.0.flow()
     }
-    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], ld: &mut [f64]) -> realnvp::Result<()> {
-        self.0.forward_to_latent(x, z, ld)?;
-        match self.1 {
-            Fault::Latent => nudge(&mut z[..1]),
-            Fault::LogDet => nudge(&mut ld[..1]),
-            _ => {}
-        }
-        Ok(())
-    }
-    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], ld: &mut [f64]) -> realnvp::Result<()> {
-        self.0.inverse_to_data(z, x, ld)?;
-        match self.1 {
-            Fault::InverseX => {
-                let n = x.len();
-                nudge(&mut x[n - 1..])
+    fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> realnvp::Result<()> {
+        let Batch::F64(io) = batch else { panic!("verify hands engines float64 rows") };
+        let reference: &dyn Engine = &self.0;
+        match pass {
+            Pass::ToLatent => {
+                reference.forward_to_latent(io.input, io.rows, io.per_row)?;
+                match self.1 {
+                    Fault::Latent => nudge(&mut io.rows[..1]),
+                    Fault::LogDet => nudge(&mut io.per_row[..1]),
+                    _ => {}
+                }
             }
-            Fault::InverseLogDet => nudge(&mut ld[..1]),
-            _ => {}
-        }
-        Ok(())
-    }
-    fn log_prob(&self, x: &[f64], lp: &mut [f64], sum: &mut LogLikelihoodSum) -> realnvp::Result<()> {
-        self.0.log_prob(x, lp, &mut LogLikelihoodSum::default())?;
-        match self.1 {
-            Fault::LogProb => nudge(&mut lp[..1]),
-            Fault::NonFinite => lp.iter_mut().step_by(100).for_each(|v| *v = f64::NAN),
-            _ => {}
-        }
-        let before = sum.clone();
-        sum.add_rows(lp);
-        match self.1 {
-            Fault::Mean => sum.sum += 1e-2 * (sum.finite_rows - before.finite_rows) as f64,
-            Fault::FiniteCount => sum.finite_rows -= 1,
-            _ => {}
+            Pass::ToData => {
+                reference.inverse_to_data(io.input, io.rows, io.per_row)?;
+                match self.1 {
+                    Fault::InverseX => {
+                        let n = io.rows.len();
+                        nudge(&mut io.rows[n - 1..])
+                    }
+                    Fault::InverseLogDet => nudge(&mut io.per_row[..1]),
+                    _ => {}
+                }
+            }
+            Pass::LogProb => {
+                let lp = io.per_row;
+                reference.log_prob(io.input, lp, &mut LogLikelihoodSum::default())?;
+                match self.1 {
+                    Fault::LogProb => nudge(&mut lp[..1]),
+                    Fault::NonFinite => lp.iter_mut().step_by(100).for_each(|v| *v = f64::NAN),
+                    _ => {}
+                }
+                let before = sum.clone();
+                sum.add_rows(lp);
+                match self.1 {
+                    Fault::Mean => sum.sum += 1e-2 * (sum.finite_rows - before.finite_rows) as f64,
+                    Fault::FiniteCount => sum.finite_rows -= 1,
+                    _ => {}
+                }
+            }
         }
         Ok(())
     }

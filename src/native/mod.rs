@@ -2,12 +2,14 @@
 //! [`TILE_ROWS`] rows held in cache, feature-major, mask-pruned like the GPU kernel, tiles in
 //! parallel with rayon.
 //!
-//! Data flow for one tile: transpose the float64 rows `[rows, D]` into a float32
-//! feature-major tile `[D][rows]` (rows with NaN/±Inf are zeroed and flagged) → per layer:
+//! Data flow for one tile: transpose the rows `[rows, D]` (float32 as they are, float64
+//! rounded) into a float32 feature-major tile `[D][rows]` (rows with NaN/±Inf are zeroed and flagged) → per layer:
 //! gather the identity features, run each conditioner net as matrix products (`gemm` crate,
 //! runtime-dispatched AVX-512/AVX2/NEON kernels) plus fused bias+activation passes
 //! ([`kernels`]), then the affine update of the transformed features and the log-det → the
-//! base density → transpose back to float64 rows, NaN for flagged rows.
+//! base density → transpose back to rows of the caller's precision, NaN for flagged rows.
+//! log p is formed in float64 and each tile's finite values are summed in float64 before
+//! rounding, so the reduction is the same for float32 and float64 outputs.
 
 pub mod kernels;
 
@@ -15,8 +17,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::engine::{check_rows, Engine, LogLikelihoodSum};
+use crate::engine::{thread_count, Engine, LogLikelihoodSum, Pass};
 use crate::error::Result;
+use crate::real::{Batch, Io, Real};
 use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, ScaleFn, Slot};
 use kernels::LogScale;
 
@@ -74,14 +77,6 @@ struct Dense {
     weight: Vec<f32>,
 }
 
-/// Which pass a tile runs.
-#[derive(Clone, Copy, PartialEq)]
-enum Pass {
-    ToLatent,
-    ToData,
-    LogProb,
-}
-
 impl NativeEngine {
     /// Converts a validated flow to float32 and plans its pruned nets.
     pub fn new(flow: Arc<Flow>) -> Self {
@@ -95,27 +90,34 @@ impl NativeEngine {
         self
     }
 
-    /// Runs `pass` over `[n, D]` rows: `out` `[n, D]` (may be empty for log p) and per-row
-    /// scalars `[n]` (log-det, or log p).
-    fn run(&self, pass: Pass, input: &[f64], out: &mut [f64], scalar: &mut [f64]) {
+    /// Runs `pass` over the rows of `io`, tiles in parallel; for log p, adds each tile's
+    /// partial sum to `sum` in row order.
+    fn run_in<T: Real>(&self, pass: Pass, io: Io<'_, T>, sum: &mut LogLikelihoodSum) -> Result<()> {
         let d = self.plan.dim;
-        let tiles = scalar.len().div_ceil(TILE_ROWS);
-        let outs: Vec<&mut [f64]> = if out.is_empty() {
-            (0..tiles).map(|_| <&mut [f64]>::default()).collect()
+        let n = io.check(pass.maps_rows(), d)?;
+        let tiles = n.div_ceil(TILE_ROWS);
+        let outs: Vec<&mut [T]> = if pass.maps_rows() {
+            io.rows.chunks_mut(TILE_ROWS * d).collect()
         } else {
-            out.chunks_mut(TILE_ROWS * d).collect()
+            (0..tiles).map(|_| <&mut [T]>::default()).collect()
         };
-        input
+        let partials: Vec<LogLikelihoodSum> = io
+            .input
             .par_chunks(TILE_ROWS * d)
             .zip(outs)
-            .zip(scalar.par_chunks_mut(TILE_ROWS))
-            .for_each_init(|| Workspace::new(&self.plan), |ws, ((x, o), s)| ws.run_tile(&self.plan, pass, x, o, s));
+            .zip(io.per_row.par_chunks_mut(TILE_ROWS))
+            .map_init(|| Workspace::new(&self.plan), |ws, ((x, o), s)| ws.run_tile(&self.plan, pass, x, o, s))
+            .collect();
+        if pass == Pass::LogProb {
+            partials.iter().for_each(|p| sum.merge(p));
+        }
+        Ok(())
     }
 }
 
 impl Engine for NativeEngine {
     fn name(&self) -> String {
-        let name = format!("native (float32 CPU, {})", crate::engine::thread_count());
+        let name = format!("native (float32 CPU, {})", thread_count());
         match &self.reason {
             Some(reason) => format!("{name}; auto: {reason}"),
             None => name,
@@ -126,25 +128,16 @@ impl Engine for NativeEngine {
         &self.flow
     }
 
-    fn forward_to_latent(&self, x: &[f64], z: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        check_rows(&self.flow, x, logdet.len())?;
-        check_rows(&self.flow, z, logdet.len())?;
-        self.run(Pass::ToLatent, x, z, logdet);
-        Ok(())
+    fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()> {
+        match batch {
+            Batch::F32(io) => self.run_in(pass, io, sum),
+            Batch::F64(io) => self.run_in(pass, io, sum),
+        }
     }
 
-    fn inverse_to_data(&self, z: &[f64], x: &mut [f64], logdet: &mut [f64]) -> Result<()> {
-        check_rows(&self.flow, z, logdet.len())?;
-        check_rows(&self.flow, x, logdet.len())?;
-        self.run(Pass::ToData, z, x, logdet);
-        Ok(())
-    }
-
-    fn log_prob(&self, x: &[f64], logp: &mut [f64], sum: &mut LogLikelihoodSum) -> Result<()> {
-        check_rows(&self.flow, x, logp.len())?;
-        self.run(Pass::LogProb, x, &mut [], logp);
-        sum.add_rows(logp);
-        Ok(())
+    /// Tiles' partial sums are added in order: chunks of whole tiles reduce alike.
+    fn row_alignment(&self) -> usize {
+        TILE_ROWS
     }
 }
 
@@ -266,9 +259,17 @@ impl Workspace {
         }
     }
 
-    /// Runs one tile: `input` `[rows, D]` → `out` `[rows, D]` (unless log p) and `scalar` `[rows]`.
-    fn run_tile(&mut self, plan: &Plan, pass: Pass, input: &[f64], out: &mut [f64], scalar: &mut [f64]) {
-        let rows = scalar.len();
+    /// Runs one tile: `input` `[rows, D]` → `out` `[rows, D]` (unless log p) and `per_row`
+    /// `[rows]`; returns the tile's log-likelihood reduction (empty unless log p).
+    fn run_tile<T: Real>(
+        &mut self,
+        plan: &Plan,
+        pass: Pass,
+        input: &[T],
+        out: &mut [T],
+        per_row: &mut [T],
+    ) -> LogLikelihoodSum {
+        let rows = per_row.len();
         self.load(input, plan.dim, rows);
         self.logdet[..rows].fill(0.0);
         if pass == Pass::ToData {
@@ -281,49 +282,55 @@ impl Workspace {
             }
         }
         if pass == Pass::LogProb {
-            self.log_prob(plan, rows, scalar);
+            self.log_prob(plan, rows, per_row)
         } else {
-            self.store(plan.dim, rows, out, scalar);
+            self.store(plan.dim, rows, out, per_row);
+            LogLikelihoodSum::default()
         }
     }
 
-    /// Transposes `[rows, D]` float64 into `v` `[D][rows]` float32, zeroing non-finite rows.
-    fn load(&mut self, input: &[f64], d: usize, rows: usize) {
+    /// Transposes `[rows, D]` into `v` `[D][rows]` float32, zeroing non-finite rows.
+    fn load<T: Real>(&mut self, input: &[T], d: usize, rows: usize) {
         for (r, x) in input.chunks_exact(d).enumerate() {
             let bad = x.iter().any(|v| !v.is_finite());
             self.bad[r] = bad;
             for (i, &value) in x.iter().enumerate() {
-                self.v[i * rows + r] = if bad { 0.0 } else { value as f32 };
+                self.v[i * rows + r] = if bad { 0.0 } else { value.to_f32() };
             }
         }
     }
 
-    /// Transposes `v` back into float64 rows and copies the log-det; flagged rows get NaN.
-    fn store(&self, d: usize, rows: usize, out: &mut [f64], logdet: &mut [f64]) {
+    /// Transposes `v` back into rows and copies the log-det; flagged rows get NaN.
+    fn store<T: Real>(&self, d: usize, rows: usize, out: &mut [T], logdet: &mut [T]) {
         for (r, (o, ld)) in out.chunks_exact_mut(d).zip(logdet.iter_mut()).enumerate() {
             if self.bad[r] {
-                o.fill(f64::NAN);
-                *ld = f64::NAN;
+                o.fill(T::nan());
+                *ld = T::nan();
                 continue;
             }
             for (i, value) in o.iter_mut().enumerate() {
-                *value = self.v[i * rows + r] as f64;
+                *value = T::from_f32(self.v[i * rows + r]);
             }
-            *ld = self.logdet[r];
+            *ld = T::of(self.logdet[r]);
         }
     }
 
-    /// log p = log base(z) + log-det, NaN for flagged rows.
-    fn log_prob(&mut self, plan: &Plan, rows: usize, logp: &mut [f64]) {
+    /// log p = log base(z) + log-det in float64, NaN for flagged rows; returns the tile's sum
+    /// of the float64 values.
+    fn log_prob<T: Real>(&mut self, plan: &Plan, rows: usize, logp: &mut [T]) -> LogLikelihoodSum {
         let d = plan.dim;
         let quad = &mut self.quad[..rows];
         quad.fill(0.0);
         let (loc, inv_scale, log_scales) = &plan.base;
         kernels::add_squares(&self.v[..d * rows], rows, loc, inv_scale, quad);
         let constant = -log_scales - 0.5 * d as f64 * LN_2PI;
+        let mut sum = LogLikelihoodSum::default();
         for r in 0..rows {
-            logp[r] = if self.bad[r] { f64::NAN } else { -0.5 * quad[r] + constant + self.logdet[r] };
+            let v = if self.bad[r] { f64::NAN } else { -0.5 * quad[r] + constant + self.logdet[r] };
+            sum.add_rows(&[v]);
+            logp[r] = T::of(v);
         }
+        sum
     }
 
     fn step(&mut self, step: &Step, rows: usize, to_latent: bool) {

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use realnvp::format::load_flow;
 use realnvp::model::Flow;
 use safetensors::{Dtype, SafeTensors};
 
@@ -71,5 +70,5 @@ pub fn converted(f: &Fixture, prefix: &str, dir: &Path) -> Flow {
     let state = fixture_dir().join(format!("{prefix}{}.state.safetensors", f.name));
     let run = convert(&state, &f.library, &f.options, &out);
     assert!(run.status.success(), "{}: {}", f.name, String::from_utf8_lossy(&run.stderr));
-    load_flow(&out).unwrap()
+    Flow::load(&out).unwrap()
 }

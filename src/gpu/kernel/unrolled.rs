@@ -15,6 +15,8 @@ use std::fmt::Write;
 
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
+use super::source::{header, lit, push_base, split, KernelForm, KernelSource, TEMPLATE};
+
 /// Largest number of multiply-adds per row (both directions together are generated, so the
 /// shader holds twice this many FMAs) for which the straight-line form is used.
 pub const MAX_MULTIPLY_ADDS: u64 = 20_000;
@@ -39,6 +41,16 @@ pub fn multiply_adds(flow: &Flow) -> u64 {
 /// Whether `flow` is small enough for straight-line code.
 pub fn fits(flow: &Flow) -> bool {
     multiply_adds(flow) <= MAX_MULTIPLY_ADDS
+}
+
+/// The module for a validated flow: the template plus [`flow_functions`].
+pub(super) fn generate(flow: &Flow) -> KernelSource {
+    let mut weights = Vec::new();
+    let base_off = push_base(&mut weights, &flow.base);
+    let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &flow_functions(flow);
+    // row load, store, base density, reduction (16 + 16)
+    let loop_iterations = 3 * flow.dim as u64 + 32;
+    KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
 }
 
 /// WGSL defining `flow_to_latent() -> vec2<f32>` and `flow_to_data() -> vec2<f32>` (the
@@ -243,14 +255,3 @@ fn activation(a: Activation, x: &str) -> String {
     }
 }
 
-/// A float64 constant as (hi, lo): hi on the log-det grid of shaders/flow.wgsl (2^-8), lo the
-/// rest rounded to float32, so that hi + lo is within float32 rounding of the remainder.
-pub(super) fn split(v: f64) -> (f64, f64) {
-    let hi = (v * 256.0).round() / 256.0;
-    (hi, v - hi)
-}
-
-/// A WGSL literal of the float32 value (shortest form that reads back exactly).
-pub(super) fn lit(v: f64) -> String {
-    format!("{:?}f", v as f32)
-}

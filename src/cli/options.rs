@@ -1,0 +1,70 @@
+//! Options several subcommands share.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use realnvp::device::{open_engine, Device};
+use realnvp::engine::Engine;
+use realnvp::gpu::{GpuOptions, KernelForm};
+use realnvp::model::Flow;
+use realnvp::npy::NpyDtype;
+use realnvp::pipeline::StreamOptions;
+
+/// Options of the subcommands that stream a file through an engine.
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Device: auto (best hardware GPU, else native), native (float32 SIMD CPU engine), cpu
+    /// (float64 reference), gpu (best adapter, lavapipe included), gpu:N (see `realnvp
+    /// devices`), all (every adapter).
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// Write outputs as float64 instead of float32.
+    #[arg(long)]
+    pub f64: bool,
+    /// Rows per chunk (0: about 16 MiB of rows).
+    #[arg(long, default_value_t = 0)]
+    pub chunk_rows: usize,
+    #[command(flatten)]
+    pub kernel: KernelArg,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `--kernel`, shared by every subcommand that opens a GPU engine.
+#[derive(clap::Args, Clone, Copy)]
+pub struct KernelArg {
+    /// GPU kernel: auto (unrolled up to 20,000 multiply-adds per row, else interpreted),
+    /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
+    #[arg(long, default_value = "auto")]
+    pub kernel: KernelForm,
+}
+
+impl Common {
+    pub fn stream_options(&self) -> StreamOptions {
+        StreamOptions {
+            chunk_rows: self.chunk_rows,
+            output_dtype: if self.f64 { NpyDtype::F64 } else { NpyDtype::F32 },
+            progress: !self.quiet,
+        }
+    }
+
+    /// Loads the model and opens its engine on `--device`; tells the user which device
+    /// `auto` chose and anything the engine wants them to know before it starts.
+    pub fn engine(&self, model: &Path) -> Result<Box<dyn Engine>> {
+        let flow = Arc::new(Flow::load(model)?);
+        let options = GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel.kernel };
+        let engine = open_engine(flow, &self.device, &options)?;
+        if !self.quiet {
+            if self.device == Device::Auto {
+                eprintln!("device: {}", engine.name());
+            }
+            if let Some(note) = engine.note() {
+                eprintln!("note: {note}");
+            }
+        }
+        Ok(engine)
+    }
+}

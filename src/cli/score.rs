@@ -1,0 +1,36 @@
+//! `realnvp score`: per-row log p(x) of a `.npy` file and the batch summary.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use realnvp::pipeline::score_file;
+
+use super::options::Common;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    input: PathBuf,
+    /// Per-row log p, shape [N].
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let engine = args.common.engine(&args.model)?;
+    let summary = score_file(engine.as_ref(), &args.input, args.output.as_deref(), &args.common.stream_options())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Devices and the engines that run on them: the `--device` choice ([`Device`]), the one
+//! place that opens an engine for a device ([`open_engine`]), and [`Flow::engine`], the
+//! handle a library user holds.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::cpu::CpuReference;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::gpu::{self, GpuEngine, GpuOptions};
+use crate::model::Flow;
+use crate::native::NativeEngine;
+use crate::split::SplitEngine;
+
+/// Which device to evaluate on, as given by `--device`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The float64 CPU reference.
+    Cpu,
+    /// The native float32 SIMD engine on the CPU.
+    Native,
+    /// The best available device.
+    Auto,
+    /// The best GPU adapter, or adapter number N from `realnvp devices`.
+    Gpu(Option<usize>),
+    /// Every adapter, the batch split between them.
+    All,
+}
+
+impl FromStr for Device {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "native" => Ok(Device::Native),
+            "auto" => Ok(Device::Auto),
+            "gpu" => Ok(Device::Gpu(None)),
+            "all" => Ok(Device::All),
+            _ => match s.strip_prefix("gpu:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Gpu(Some(n))),
+                _ => Err(Error::Argument(format!("unknown device {s:?}; use cpu, native, auto, gpu, gpu:N or all"))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Native => write!(f, "native"),
+            Device::Auto => write!(f, "auto"),
+            Device::Gpu(None) => write!(f, "gpu"),
+            Device::Gpu(Some(n)) => write!(f, "gpu:{n}"),
+            Device::All => write!(f, "all"),
+        }
+    }
+}
+
+impl Flow {
+    /// An engine for this flow on `device` with default options (see [`open_engine`]).
+    pub fn engine(&self, device: &Device) -> Result<Box<dyn Engine>> {
+        open_engine(Arc::new(self.clone()), device, &GpuOptions::default())
+    }
+}
+
+/// Opens an engine for `flow` on `device`:
+/// - `cpu`: the float64 reference;
+/// - `native`: the float32 SIMD engine on the CPU;
+/// - `auto`: the best hardware GPU adapter, else the native engine (CPU-emulated adapters
+///   such as lavapipe run the WGSL kernels about 100× slower than native code, BENCHMARKS.md);
+/// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
+///   `realnvp devices`;
+/// - `all`: every adapter, batches split between them in proportion to their speed.
+pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Result<Box<dyn Engine>> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
+        Device::Native => Ok(Box::new(NativeEngine::new(flow))),
+        Device::Auto | Device::Gpu(None) => {
+            let adapters = gpu::adapters(&gpu::instance());
+            match gpu::best_adapter(&adapters).map(|k| &adapters[k]) {
+                Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
+                    Ok(Box::new(NativeEngine::new(flow).chosen_because(format!(
+                        "no hardware GPU; native code is faster than the CPU-emulated {}",
+                        a.get_info().name
+                    ))))
+                }
+                Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
+                None if *device == Device::Auto => {
+                    Ok(Box::new(NativeEngine::new(flow).chosen_because("no GPU adapter found")))
+                }
+                None => Err(no_adapter()),
+            }
+        }
+        Device::Gpu(Some(n)) => {
+            let adapters = gpu::adapters(&gpu::instance());
+            let a = adapters.get(*n).ok_or_else(|| {
+                Error::Gpu(format!("no adapter gpu:{n}; `realnvp devices` lists {} adapter(s)", adapters.len()))
+            })?;
+            Ok(Box::new(GpuEngine::new(flow, a, options)?))
+        }
+        Device::All => {
+            let adapters = gpu::adapters(&gpu::instance());
+            if adapters.is_empty() {
+                return Err(no_adapter());
+            }
+            let engines = adapters
+                .iter()
+                .map(|a| GpuEngine::new(flow.clone(), a, options).map(|e| Box::new(e) as Box<dyn Engine>))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Box::new(SplitEngine::new(flow, engines)?))
+        }
+    }
+}
+
+/// The error for a GPU device on a machine without adapters.
+pub fn no_adapter() -> Error {
+    Error::Gpu(
+        "no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers for lavapipe, or use --device native)"
+            .into(),
+    )
+}

@@ -1,0 +1,104 @@
+//! Builds the fused kernels' WGSL module for one flow: `shaders/flow.wgsl` (row I/O, base
+//! density, entry points) with a body that evaluates the layers, in one of two forms
+//! ([`KernelForm`]):
+//!
+//! - **interpreted** (`shaders/interpreter.wgsl`): one loop over layers and one MLP routine
+//!   read a layer plan (u32) and packed parameters (f32) built here, so the shader's size and
+//!   compile time do not depend on the model; only D, the scratch width and the base are
+//!   baked in as constants;
+//! - **unrolled** ([`unrolled`]): straight-line code with the parameters as literals,
+//!   for small models (much faster where storage loads are expensive, e.g. lavapipe).
+//!
+//! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
+//! the identity (b = 1) features and the last Linear only the rows of the outputs that are
+//! used, so masked-out products are never computed. Every coupling's conditioner output is
+//! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
+
+pub mod abi;
+mod interpreter;
+mod source;
+pub mod unrolled;
+
+pub use source::{KernelForm, KernelSource, TEMPLATE};
+
+use crate::error::{Error, Result};
+use crate::model::Flow;
+
+use super::adapter::is_llvmpipe;
+
+pub use abi::WORKGROUP_ROWS;
+
+/// lavapipe/llvmpipe end every loop after this many iterations in total per invocation.
+pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
+
+/// Builds the kernel source for a validated flow in `form`.
+pub fn generate(flow: &Flow, form: KernelForm) -> KernelSource {
+    match form.resolve(flow) {
+        KernelForm::Unrolled => unrolled::generate(flow),
+        _ => interpreter::generate(flow),
+    }
+}
+
+
+impl KernelForm {
+    /// The form actually used for `flow` (resolves `Auto`).
+    pub fn resolve(self, flow: &Flow) -> KernelForm {
+        match self {
+            KernelForm::Auto if unrolled::fits(flow) => KernelForm::Unrolled,
+            KernelForm::Auto => KernelForm::Interpreted,
+            form => form,
+        }
+    }
+}
+
+/// The kernel chosen for one flow on one adapter, and what the user should hear about it.
+pub struct Choice {
+    pub source: KernelSource,
+    /// Said before the first chunk, e.g. that a large unrolled kernel compiles for a minute.
+    pub note: Option<String>,
+}
+
+/// The one place that decides the kernel for `flow` on an adapter: resolves `requested`
+/// (`Auto` by model size), refuses what the adapter cannot run (llvmpipe's compile time for
+/// very large unrolled kernels and its loop limiter; the storage binding size) with an
+/// error that says what to do instead, and generates the source.
+pub fn choose(
+    flow: &Flow,
+    info: &wgpu::AdapterInfo,
+    limits: &wgpu::Limits,
+    requested: KernelForm,
+) -> Result<Choice> {
+    let llvmpipe = is_llvmpipe(info);
+    let multiply_adds = unrolled::multiply_adds(flow);
+    let form = requested.resolve(flow);
+    if llvmpipe && form == KernelForm::Unrolled && multiply_adds > unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS {
+        return Err(Error::Gpu(format!(
+            "the unrolled kernel of this model has {multiply_adds} multiply-adds per row; {} would compile it for many minutes (82k take about a minute), so it is refused above {}; use --kernel interpreted, or --device native",
+            info.name,
+            unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS
+        )));
+    }
+    let source = generate(flow, form);
+    let weight_bytes = (source.weights.len() * 4) as u64;
+    if weight_bytes > limits.max_storage_buffer_binding_size {
+        return Err(Error::Gpu(format!(
+            "the model needs {weight_bytes} bytes of parameters but {} allows at most {} bytes per storage binding (max_storage_buffer_binding_size)",
+            info.name, limits.max_storage_buffer_binding_size
+        )));
+    }
+    if llvmpipe && source.loop_iterations > LLVMPIPE_LOOP_LIMIT {
+        return Err(Error::Gpu(format!(
+            "the model needs {} loop iterations per row but {} stops every shader after {} (Mesa's llvmpipe loop limiter); use --device native or a hardware GPU",
+            source.loop_iterations,
+            info.name,
+            LLVMPIPE_LOOP_LIMIT
+        )));
+    }
+    let note = (form == KernelForm::Unrolled && multiply_adds > unrolled::MAX_MULTIPLY_ADDS).then(|| {
+        format!(
+            "the unrolled kernel has {multiply_adds} multiply-adds per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
+        )
+    });
+    Ok(Choice { source, note })
+}
+

@@ -1,0 +1,114 @@
+//! What every kernel form shares: the form names ([`KernelForm`]), the generated module
+//! ([`KernelSource`]), the WGSL template, and the constants every module starts with (the
+//! ABI, D and the base distribution).
+
+use crate::error::{Error, Result};
+use crate::model::{Base, Flow};
+
+use super::abi;
+
+/// Row I/O, base density and entry points, loaded at build time.
+pub const TEMPLATE: &str = include_str!("../../../shaders/flow.wgsl");
+
+/// How the kernel evaluates the layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelForm {
+    /// Unrolled when the model has at most `unrolled::MAX_MULTIPLY_ADDS` multiply-adds
+    /// per row, else interpreted.
+    #[default]
+    Auto,
+    /// The plan interpreter (any model).
+    Interpreted,
+    /// Straight-line code with literal parameters (compile time grows with the model).
+    Unrolled,
+}
+
+impl KernelForm {
+    /// Lower-case name, as parsed by `FromStr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelForm::Auto => "auto",
+            KernelForm::Interpreted => "interpreted",
+            KernelForm::Unrolled => "unrolled",
+        }
+    }
+}
+
+impl std::str::FromStr for KernelForm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(KernelForm::Auto),
+            "interpreted" => Ok(KernelForm::Interpreted),
+            "unrolled" => Ok(KernelForm::Unrolled),
+            _ => Err(Error::Argument(format!("unknown kernel form {s:?}; use auto, interpreted or unrolled"))),
+        }
+    }
+}
+
+/// WGSL source, plan and packed parameters for one flow.
+pub struct KernelSource {
+    /// The form generated (never `Auto`).
+    pub form: KernelForm,
+    /// Complete WGSL module: constants plus the shader.
+    pub wgsl: String,
+    /// Parameters read from the `weights` binding, float32: all of them for the interpreter
+    /// (at the offsets the plan names), only the base's for the unrolled form.
+    pub weights: Vec<f32>,
+    /// The layer plan the interpreter reads (record layout in shaders/interpreter.wgsl);
+    /// `[0]` for the unrolled form (a binding may not be empty).
+    pub plan: Vec<u32>,
+    /// Loop iterations one invocation executes, all loops together, for the longest entry
+    /// point (log p: layers, row I/O, base density and the reduction).
+    pub loop_iterations: u64,
+}
+
+/// Appends the diagonal base's loc and log_scale; returns the offset of loc.
+pub(super) fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
+    let off = weights.len() as u32;
+    match base {
+        Base::StandardNormal => {
+            if weights.is_empty() {
+                weights.push(0.0); // a binding may not be empty
+            }
+            None
+        }
+        Base::DiagonalNormal { loc, log_scale } => {
+            weights.extend(loc.iter().map(|&v| v as f32).chain(log_scale.iter().map(|&s| (-s).exp() as f32)));
+            Some(off)
+        }
+    }
+}
+
+/// Constants every form needs: D and the base distribution (its log-normalizer computed
+/// in float64).
+pub(super) fn header(flow: &Flow, base_off: Option<u32>) -> String {
+    let d = flow.dim;
+    let log_scales: f64 = match &flow.base {
+        Base::StandardNormal => 0.0,
+        Base::DiagonalNormal { log_scale, .. } => log_scale.iter().sum(),
+    };
+    let norm = split(-log_scales - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln());
+    format!(
+        "{}// generated for this model by src/gpu/kernel/\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst BASE_LOG_NORM_HI: f32 = {};\nconst BASE_LOG_NORM_LO: f32 = {};\n",
+        abi::wgsl(),
+        base_off.is_some(),
+        base_off.unwrap_or(0),
+        lit(norm.0),
+        lit(norm.1),
+    )
+}
+
+
+/// A float64 constant as (hi, lo): hi on the log-det grid of shaders/flow.wgsl (2^-8), lo the
+/// rest rounded to float32, so that hi + lo is within float32 rounding of the remainder.
+pub(super) fn split(v: f64) -> (f64, f64) {
+    let hi = (v * 256.0).round() / 256.0;
+    (hi, v - hi)
+}
+
+/// A WGSL literal of the float32 value (shortest form that reads back exactly).
+pub(super) fn lit(v: f64) -> String {
+    format!("{:?}f", v as f32)
+}

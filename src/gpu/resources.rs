@@ -1,0 +1,263 @@
+//! What the GPU engine allocates on its device: the bind group layout (the kernel ABI's
+//! bindings, [`super::kernel::abi`]), the three compiled entry points, the model's buffers
+//! and two chunk slots (input, outputs, readback) so that one chunk computes while the
+//! previous one is read back.
+
+use crate::error::{Error, Result};
+
+use super::kernel::{abi, KernelSource, WORKGROUP_ROWS};
+
+/// Target host→device bytes of float32 input per chunk when no chunk size is forced.
+const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
+
+/// The compiled kernels, the model's buffers and the chunk slots of one engine.
+pub(super) struct Resources {
+    pub pipelines: Pipelines,
+    pub slots: Vec<Slot>,
+    /// Rows per chunk (whole workgroups).
+    pub chunk_rows: usize,
+    /// Workgroups per grid row (the rest of a chunk's groups go to further grid rows).
+    pub max_groups_x: usize,
+}
+
+impl Resources {
+    /// Compiles `source` and allocates buffers for chunks of `requested_rows` rows (0: about
+    /// [`DEFAULT_CHUNK_BYTES`] of input) of dimension `dim`, within the adapter's `limits`.
+    pub fn new(
+        device: &wgpu::Device,
+        adapter_name: &str,
+        limits: &wgpu::Limits,
+        source: &KernelSource,
+        dim: usize,
+        requested_rows: usize,
+        timestamps: bool,
+    ) -> Result<Self> {
+        let layout = bind_group_layout(device);
+        let pipelines = create_pipelines(device, &layout, &source.wgsl, adapter_name)?;
+        let weights = upload(device, "weights", bytemuck::cast_slice(&source.weights))?;
+        let plan = upload(device, "plan", bytemuck::cast_slice(&source.plan))?;
+        let chunk_rows = plan_chunk_rows(dim, requested_rows, limits);
+        if chunk_rows == 0 {
+            return Err(Error::Gpu(format!(
+                "{adapter_name} cannot bind {WORKGROUP_ROWS} rows of D = {dim} floats (max_storage_buffer_binding_size = {} bytes)",
+                limits.max_storage_buffer_binding_size
+            )));
+        }
+        let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
+        let model = ModelBuffers { weights, plan };
+        let spec = SlotSpec { dim, chunk_rows, max_groups_x, timestamps };
+        let slots = (0..2).map(|k| create_slot(device, &layout, &model, &spec, k)).collect();
+        Ok(Resources { pipelines, slots, chunk_rows, max_groups_x })
+    }
+}
+
+/// A storage buffer holding `bytes`, written at creation.
+fn upload(device: &wgpu::Device, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    buffer
+        .slice(..)
+        .get_mapped_range_mut()
+        .map_err(|e| Error::Gpu(format!("uploading {label}: {e}")))?
+        .copy_from_slice(bytes);
+    buffer.unmap();
+    Ok(buffer)
+}
+
+/// The fused kernel's three entry points.
+pub(super) struct Pipelines {
+    pub log_prob: wgpu::ComputePipeline,
+    pub to_latent: wgpu::ComputePipeline,
+    pub to_data: wgpu::ComputePipeline,
+}
+
+/// Buffers for one chunk in flight.
+pub(super) struct Slot {
+    pub input: wgpu::Buffer,
+    pub rows_out: wgpu::Buffer,
+    pub scalar: wgpu::Buffer,
+    pub partials: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
+    pub bind_group: wgpu::BindGroup,
+    pub staging: Vec<f32>,
+    /// Begin/end timestamps of the chunk's dispatch, where the adapter has them.
+    pub timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+}
+
+/// Byte layout of a slot's readback buffer: [rows_out | scalar | partials | 2 timestamps],
+/// 256-aligned.
+pub(super) struct ReadbackLayout {
+    pub rows_bytes: u64,
+    pub scalar_at: u64,
+    pub scalar_bytes: u64,
+    pub partials_at: u64,
+    pub partials_bytes: u64,
+    pub timer_at: u64,
+}
+
+impl ReadbackLayout {
+    pub fn new(dim: usize, rows: usize, groups: usize) -> Self {
+        let align = |b: u64| b.div_ceil(256) * 256;
+        let rows_bytes = (rows * dim * 4) as u64;
+        let scalar_at = align(rows_bytes);
+        let scalar_bytes = (rows * 4) as u64;
+        let partials_at = align(scalar_at + scalar_bytes);
+        let partials_bytes = (groups * 8) as u64;
+        let timer_at = align(partials_at + partials_bytes);
+        ReadbackLayout { rows_bytes, scalar_at, scalar_bytes, partials_at, partials_bytes, timer_at }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.timer_at + 16
+    }
+}
+
+fn plan_chunk_rows(dim: usize, forced: usize, limits: &wgpu::Limits) -> usize {
+    let row_bytes = (dim * 4) as u64;
+    let by_binding = (limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) / row_bytes) as usize;
+    let wanted = if forced > 0 { forced } else { DEFAULT_CHUNK_BYTES / (dim * 4) };
+    let rows = wanted.min(by_binding).max(1);
+    let whole = rows.div_ceil(WORKGROUP_ROWS) * WORKGROUP_ROWS;
+    if whole as u64 * row_bytes > limits.max_storage_buffer_binding_size {
+        whole - WORKGROUP_ROWS
+    } else {
+        whole
+    }
+}
+
+/// The layout of the one bind group: every binding of the kernel ABI ([`abi::BINDINGS`]:
+/// parameters, rows in, rows out, per-row values, partial sums, dispatch params, plan).
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("flow"),
+        entries: &abi::layout_entries(),
+    })
+}
+
+fn create_pipelines(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    wgsl: &str,
+    adapter: &str,
+) -> Result<Pipelines> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    // Runtime checks stay on. Every index is in bounds by construction (see shaders/flow.wgsl),
+    // but with bounds checks off (`create_shader_module_trusted`, with or without loop
+    // bounding) lavapipe (Mesa 22.3.6) never completed a dispatch of these kernels; measured
+    // 2026-11-29, see BENCHMARKS.md. Workgroup zero-init is off below.
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("fused flow"),
+        source: wgpu::ShaderSource::Wgsl(wgsl.into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some("flow"),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    let make = |entry: &str| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                // red_sum / red_cnt are fully written before they are read
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    };
+    let pipelines =
+        Pipelines { log_prob: make("log_prob_main"), to_latent: make("to_latent_main"), to_data: make("to_data_main") };
+    match pollster::block_on(scope.pop()) {
+        None => Ok(pipelines),
+        Some(e) => Err(Error::Gpu(format!("shader compilation failed on {adapter}: {e}"))),
+    }
+}
+
+/// The model's parameters and plan, uploaded once.
+struct ModelBuffers {
+    weights: wgpu::Buffer,
+    plan: wgpu::Buffer,
+}
+
+/// What every chunk slot is sized for.
+#[derive(Clone, Copy)]
+struct SlotSpec {
+    dim: usize,
+    chunk_rows: usize,
+    max_groups_x: usize,
+    timestamps: bool,
+}
+
+fn create_slot(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    model: &ModelBuffers,
+    spec: &SlotSpec,
+    k: usize,
+) -> Slot {
+    let SlotSpec { dim, chunk_rows, max_groups_x, timestamps } = *spec;
+    let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
+    let groups_x = groups.min(max_groups_x);
+    let grid_groups = groups_x * groups.div_ceil(groups_x);
+    let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    use wgpu::BufferUsages as U;
+    let rows_bytes = (chunk_rows * dim * 4) as u64;
+    let input = buffer(&format!("input{k}"), rows_bytes, U::STORAGE | U::COPY_DST);
+    let rows_out = buffer(&format!("rows_out{k}"), rows_bytes, U::STORAGE | U::COPY_SRC);
+    let scalar = buffer(&format!("scalar{k}"), (chunk_rows * 4) as u64, U::STORAGE | U::COPY_SRC);
+    let partials = buffer(&format!("partials{k}"), (grid_groups * 8) as u64, U::STORAGE | U::COPY_SRC);
+    let params = buffer(&format!("params{k}"), 16, U::UNIFORM | U::COPY_DST);
+    let readback = buffer(
+        &format!("readback{k}"),
+        ReadbackLayout::new(dim, chunk_rows, grid_groups).total(),
+        U::MAP_READ | U::COPY_DST,
+    );
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("flow"),
+        layout,
+        entries: &[
+            wgpu::BindGroupEntry { binding: abi::WEIGHTS.index, resource: model.weights.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROWS_IN.index, resource: input.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROWS_OUT.index, resource: rows_out.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROW_SCALAR.index, resource: scalar.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PARTIALS.index, resource: partials.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PARAMS.index, resource: params.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PLAN.index, resource: model.plan.as_entire_binding() },
+        ],
+    });
+    let timer = timestamps.then(|| {
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel time"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        (set, buffer(&format!("timestamps{k}"), 16, U::QUERY_RESOLVE | U::COPY_SRC))
+    });
+    Slot {
+        input,
+        rows_out,
+        scalar,
+        partials,
+        params,
+        readback,
+        bind_group,
+        staging: Vec::with_capacity(chunk_rows * dim),
+        timer,
+    }
+}
+
