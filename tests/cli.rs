@@ -345,3 +345,43 @@ fn init_stores_the_leaky_relu_slope_it_is_given() {
         assert_eq!(a, realnvp::model::Activation::LeakyRelu { negative_slope: 0.2 });
     }
 }
+
+/// A float32 file with float32 outputs streams through in float32 (no float64 buffer); its
+/// per-row results must be the float64 path's (`--f64`) rounded once, bit for bit, and the
+/// mean must not depend on the output precision — on every CPU engine, for every pass.
+#[test]
+fn float32_files_give_the_float64_paths_results_rounded_once() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    ok(&["init", "--dim", "5", "--layers", "4", "--hidden", "16", "--seed", "3", "-o", &p("m.safetensors")]);
+    // 1000 rows: several native tiles and a partial one
+    let x: Vec<f64> = common::gaussian_rows(1000, 5, 12).iter().map(|v| 2.0 * v).collect();
+    write_all(Path::new(&p("x.npy")), &[1000, 5], &x, NpyDtype::F32).unwrap();
+    let bits_equal_rounded = |f32_file: &str, f64_file: &str| {
+        let (a, _, _) = read_all(Path::new(f32_file)).unwrap();
+        let (b, _, _) = read_all(Path::new(f64_file)).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!((*a as f32).to_bits(), (*b as f32).to_bits(), "{f32_file} value {i}: {a} vs {b} rounded");
+        }
+    };
+    for device in ["native", "cpu"] {
+        let common = ["--model", &p("m.safetensors"), "--input", &p("x.npy"), "--device", device];
+        let mean = |extra: &[&str]| -> String {
+            let out = ok(&[&["score", "--json"][..], &common, extra].concat());
+            let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            json["mean_log_likelihood"].to_string()
+        };
+        let m32 = mean(&["--output", &p("lp32.npy")]);
+        let m64 = mean(&["--output", &p("lp64.npy"), "--f64"]);
+        assert_eq!(m32, m64, "{device}: the mean depends on the output precision");
+        bits_equal_rounded(&p("lp32.npy"), &p("lp64.npy"));
+        for pass in ["forward", "inverse"] {
+            ok(&[&[pass][..], &common, &["--output", &p("y32.npy"), "--logdet", &p("ld32.npy")]].concat());
+            ok(&[&[pass][..], &common, &["--output", &p("y64.npy"), "--logdet", &p("ld64.npy"), "--f64"]].concat());
+            bits_equal_rounded(&p("y32.npy"), &p("y64.npy"));
+            bits_equal_rounded(&p("ld32.npy"), &p("ld64.npy"));
+        }
+    }
+}
