@@ -14,11 +14,11 @@ use serde::Serialize;
 
 use crate::cpu::CpuReference;
 use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
-use crate::real::{Io, Real};
 use crate::error::Result;
 use crate::gpu::{self, GpuEngine, GpuOptions};
 use crate::model::Flow;
 use crate::native::{self, NativeEngine};
+use crate::real::{Io, Real};
 
 /// Float32 bytes moved per row between host and device for `pass`: rows in, results out.
 fn bytes_per_row(pass: Pass, dim: usize) -> usize {
@@ -101,10 +101,11 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
     // that 10⁸-row runs do not need 10⁸ rows in memory.
     let buffer_rows = options.rows.min((BUFFER_VALUES / flow.dim).max(1));
     // float32 rows: what the float32 engines consume without conversion
-    let x: Vec<f32> = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed())
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let x: Vec<f32> =
+        crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed())
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
     let mut devices = Vec::new();
     if options.native {
         let fma = native_fma_gflops();

@@ -130,8 +130,6 @@ enum ActivationName {
     Gelu,
 }
 
-
-
 /// Parses and validates a model from the bytes of a `.safetensors` file.
 pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;

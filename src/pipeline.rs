@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
-use crate::real::Real;
 use crate::random::sample_base;
+use crate::real::Real;
 
 /// Host memory per chunk of input rows (as float64) that the default chunk size aims for.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;

@@ -100,9 +100,7 @@ impl<T> Io<'_, T> {
             if found == want {
                 Ok(())
             } else {
-                Err(Error::Argument(format!(
-                    "{what} holds {found} values but {n} rows of D = {dim} need {want}"
-                )))
+                Err(Error::Argument(format!("{what} holds {found} values but {n} rows of D = {dim} need {want}")))
             }
         };
         need("input", self.input.len(), n * dim)?;
@@ -116,4 +114,3 @@ pub enum Batch<'a> {
     F32(Io<'a, f32>),
     F64(Io<'a, f64>),
 }
-

@@ -13,10 +13,10 @@
 
 use rayon::prelude::*;
 
-use crate::real::Real;
 use crate::model::{
     Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
 };
+use crate::real::Real;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use realnvp::engine::Engine;
-use realnvp::gpu::kernel::{self, KernelForm};
 use realnvp::gpu::kernel::unrolled;
+use realnvp::gpu::kernel::{self, KernelForm};
 use realnvp::gpu::{self, GpuEngine, GpuOptions};
 use realnvp::model::Flow;
 use realnvp::npy::{read_all, write_all, NpyDtype};
@@ -19,8 +19,7 @@ use common::agreement;
 
 fn best_adapter() -> Option<wgpu::Adapter> {
     let mut adapters = gpu::adapters(&gpu::instance());
-    adapters.sort_by_key(|a| gpu::adapter_rank(&a.get_info()));
-    let found = adapters.into_iter().next();
+    let found = gpu::best_adapter(&adapters).map(|k| adapters.swap_remove(k));
     if found.is_none() {
         if std::env::var_os("REALNVP_REQUIRE_GPU").is_some() {
             panic!("REALNVP_REQUIRE_GPU is set but no wgpu adapter was found");

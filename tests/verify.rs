@@ -7,9 +7,9 @@ use std::sync::Arc;
 use realnvp::cpu::CpuReference;
 use realnvp::device::{open_engine, Device};
 use realnvp::engine::{Engine, LogLikelihoodSum, Pass};
-use realnvp::real::Batch;
 use realnvp::model::Flow;
 use realnvp::random::random_mixed_flow;
+use realnvp::real::Batch;
 use realnvp::verify::{model_rows, verify};
 
 mod common;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use realnvp::model::Flow;
 use realnvp::bench::BenchOptions;
 use realnvp::device::Device;
 use realnvp::engine::Pass;
 use realnvp::gpu::{self, GpuOptions};
+use realnvp::model::Flow;
 use realnvp::random::reference_model;
 
 use super::options::KernelArg;

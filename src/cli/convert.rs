@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 
 use realnvp::convert::{self, Keyless, NflowsArch, NflowsOptions, NormflowsOptions, ScaleMap, SplitMode, StateDict};
-use realnvp::format::{TensorDtype};
+use realnvp::format::TensorDtype;
 use realnvp::model::{Activation, Flow, OutputFn};
 
 /// The library a model was built with.

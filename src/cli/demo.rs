@@ -58,4 +58,3 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
     println!("OK");
     Ok(())
 }
-

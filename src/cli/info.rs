@@ -72,4 +72,3 @@ fn layer_details(layer: &Layer) -> String {
         Layer::Permutation { perm } => format!("{perm:?}").chars().take(50).collect(),
     }
 }
-

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use realnvp::format::TensorDtype;
 use realnvp::model::Flow;
-use realnvp::format::{TensorDtype};
 use realnvp::model::{Activation, Direction, OutputFn};
 use realnvp::random::{init_flow, InitSpec, ScaleKind};
 

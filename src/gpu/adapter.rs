@@ -23,7 +23,7 @@ pub fn adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 
 /// Preference order of adapters (lower is better): hardware first, CPU emulation last; within
 /// a type, Vulkan/Metal/DX12 before GL (llvmpipe's GL backend takes 20–54 s per shader).
-pub fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     let kind = match info.device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
         wgpu::DeviceType::IntegratedGpu => 1,
@@ -81,6 +81,6 @@ pub fn open_device(adapter: &wgpu::Adapter, label: &str) -> Result<(wgpu::Device
 
 /// True for Mesa's CPU rasterizer (lavapipe on Vulkan, llvmpipe on GL), whose compile times
 /// and loop limiter the kernel choice must respect ([`super::kernel::choose`]).
-pub fn is_llvmpipe(info: &wgpu::AdapterInfo) -> bool {
+pub(crate) fn is_llvmpipe(info: &wgpu::AdapterInfo) -> bool {
     info.driver.to_lowercase().contains("llvmpipe")
 }

@@ -13,8 +13,6 @@ pub mod fma;
 pub mod kernel;
 mod resources;
 
-pub use adapter::{
-    adapter_rank, adapters, best_adapter, describe_adapter, instance, is_cpu_adapter, is_llvmpipe, open_device,
-};
+pub use adapter::{adapters, best_adapter, describe_adapter, instance, is_cpu_adapter, open_device};
 pub use engine::{GpuEngine, GpuOptions};
 pub use kernel::{KernelForm, WORKGROUP_ROWS};

@@ -260,4 +260,3 @@ fn create_slot(
         timer,
     }
 }
-

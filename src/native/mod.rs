@@ -19,8 +19,8 @@ use rayon::prelude::*;
 
 use crate::engine::{thread_count, Engine, LogLikelihoodSum, Pass};
 use crate::error::Result;
-use crate::real::{Batch, Io, Real};
 use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, ScaleFn, Slot};
+use crate::real::{Batch, Io, Real};
 use kernels::LogScale;
 
 /// Rows per tile: one tile's activations stay in L1/L2 (32×256 floats = 32 KiB).

@@ -10,7 +10,6 @@ use super::source::{header, push_base, KernelForm, KernelSource, TEMPLATE};
 /// The plan interpreter (`flow_to_latent`, `flow_to_data` for any model).
 const INTERPRETER: &str = include_str!("../../../shaders/interpreter.wgsl");
 
-
 /// Packs the plan and parameters of a validated flow and assembles the module.
 pub(super) fn generate(flow: &Flow) -> KernelSource {
     let mut p = Packer {

@@ -39,7 +39,6 @@ pub fn generate(flow: &Flow, form: KernelForm) -> KernelSource {
     }
 }
 
-
 impl KernelForm {
     /// The form actually used for `flow` (resolves `Auto`).
     pub fn resolve(self, flow: &Flow) -> KernelForm {
@@ -62,12 +61,7 @@ pub struct Choice {
 /// (`Auto` by model size), refuses what the adapter cannot run (llvmpipe's compile time for
 /// very large unrolled kernels and its loop limiter; the storage binding size) with an
 /// error that says what to do instead, and generates the source.
-pub fn choose(
-    flow: &Flow,
-    info: &wgpu::AdapterInfo,
-    limits: &wgpu::Limits,
-    requested: KernelForm,
-) -> Result<Choice> {
+pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requested: KernelForm) -> Result<Choice> {
     let llvmpipe = is_llvmpipe(info);
     let multiply_adds = unrolled::multiply_adds(flow);
     let form = requested.resolve(flow);
@@ -101,4 +95,3 @@ pub fn choose(
     });
     Ok(Choice { source, note })
 }
-

@@ -100,7 +100,6 @@ pub(super) fn header(flow: &Flow, base_off: Option<u32>) -> String {
     )
 }
 
-
 /// A float64 constant as (hi, lo): hi on the log-det grid of shaders/flow.wgsl (2^-8), lo the
 /// rest rounded to float32, so that hi + lo is within float32 rounding of the remainder.
 pub(super) fn split(v: f64) -> (f64, f64) {

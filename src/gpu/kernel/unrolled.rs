@@ -254,4 +254,3 @@ fn activation(a: Activation, x: &str) -> String {
         Activation::Gelu => format!("gelu({x})"),
     }
 }
-
