@@ -101,11 +101,10 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
     // that 10⁸-row runs do not need 10⁸ rows in memory.
     let buffer_rows = options.rows.min((BUFFER_VALUES / flow.dim).max(1));
     // float32 rows: what the float32 engines consume without conversion
-    let x: Vec<f32> =
-        crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, &mut rand_seed())
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+    let x: Vec<f32> = crate::random::sample_base(&crate::model::Base::StandardNormal, flow.dim, buffer_rows, 20261129)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     let mut devices = Vec::new();
     if options.native {
         let fma = native_fma_gflops();
@@ -153,10 +152,6 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         threads: rayon::current_num_threads(),
         devices,
     }
-}
-
-fn rand_seed() -> rand_chacha::ChaCha8Rng {
-    <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(20261129)
 }
 
 fn failed(engine: String, error: String) -> DeviceReport {

@@ -3,11 +3,13 @@
 //! reduction. Which engine runs on which device is decided in [`crate::device`]; this module
 //! knows no engine.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::Flow;
 use crate::real::{Batch, Io, Real};
+use crate::sample::{row_normals, Draw, TemperedBase};
 
 /// One pass through the flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -79,6 +81,18 @@ pub trait Engine: Send + Sync {
     /// other passes leave `sum` alone.
     fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()>;
 
+    /// Draws rows from the model ([`crate::sample`]): row i of the batch is row
+    /// `draw.first_row + i` of `draw.seed`'s stream, x = f⁻¹(z) goes to the batch's `rows`
+    /// `[n, D]` and log q(x) of the (tempered) model to `per_row` `[n]` (nats); `input` must
+    /// be empty. The default draws ε on the host in float64 and runs [`Pass::ToData`];
+    /// engines that can draw where they compute override it.
+    fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
+        match batch {
+            Batch::F32(io) => sample_on_host(self, draw, io),
+            Batch::F64(io) => sample_on_host(self, draw, io),
+        }
+    }
+
     /// Chunks handed to this engine should hold a multiple of this many rows for the
     /// reduction to be chunking-independent.
     fn row_alignment(&self) -> usize {
@@ -98,7 +112,34 @@ pub trait Engine: Send + Sync {
     }
 }
 
-/// The named passes, in either precision: thin conveniences over [`Engine::run`].
+/// [`Engine::sample`]'s default: ε from Philox on all cores in float64, z = μ + T·σ⊙ε
+/// rounded to `T`, the engine's latent→data pass, log q = log base(z) − log|det ∂x/∂z|.
+fn sample_on_host<E: Engine + ?Sized, T: Real>(engine: &E, draw: &Draw, io: Io<'_, T>) -> Result<()> {
+    draw.check()?;
+    let flow = engine.flow();
+    let d = flow.dim;
+    let n = io.check_sample(d)?;
+    let base = TemperedBase::new(flow, draw.temperature);
+    let mut z = vec![T::zero(); n * d];
+    let mut log_base = vec![0.0f64; n];
+    z.par_chunks_mut(d.max(1)).zip(log_base.par_iter_mut()).enumerate().for_each_init(
+        || vec![0.0; d],
+        |eps, (i, (z, log_base))| {
+            row_normals(draw.seed, draw.first_row + i as u64, eps);
+            *log_base = base.to_latent(eps);
+            z.iter_mut().zip(eps.iter()).for_each(|(o, &v)| *o = T::of(v));
+        },
+    );
+    let to_data = Io { input: &z, rows: io.rows, per_row: &mut *io.per_row };
+    engine.run(Pass::ToData, T::batch(to_data), &mut LogLikelihoodSum::default())?;
+    for (log_q, &b) in io.per_row.iter_mut().zip(&log_base) {
+        *log_q = T::of(b - log_q.wide());
+    }
+    Ok(())
+}
+
+/// The named passes, in either precision: thin conveniences over [`Engine::run`] and
+/// [`Engine::sample`].
 impl dyn Engine + '_ {
     /// log p(x) in nats for each row of x `[n, D]` into `logp` `[n]`; adds the batch to `sum`.
     pub fn log_prob<T: Real>(&self, x: &[T], logp: &mut [T], sum: &mut LogLikelihoodSum) -> Result<()> {
@@ -108,6 +149,12 @@ impl dyn Engine + '_ {
     /// Data→latent: x `[n, D]` → z `[n, D]` and log|det ∂z/∂x| `[n]` (nats).
     pub fn forward_to_latent<T: Real>(&self, x: &[T], z: &mut [T], logdet: &mut [T]) -> Result<()> {
         self.run(Pass::ToLatent, T::batch(Io { input: x, rows: z, per_row: logdet }), &mut LogLikelihoodSum::default())
+    }
+
+    /// Rows `draw.first_row…` of the model's sample stream into x `[n, D]`, with log q(x)
+    /// `[n]` (nats) of the tempered model (see [`crate::sample`]).
+    pub fn sample_rows<T: Real>(&self, draw: &Draw, x: &mut [T], log_q: &mut [T]) -> Result<()> {
+        self.sample(draw, T::batch(Io { input: &[], rows: x, per_row: log_q }))
     }
 
     /// Latent→data: z `[n, D]` → x `[n, D]` and log|det ∂x/∂z| `[n]` (nats).

@@ -44,10 +44,12 @@ pub mod gpu;
 pub mod model;
 pub mod native;
 pub mod npy;
+pub mod philox;
 pub mod pipeline;
 pub mod random;
 pub mod real;
 pub mod reference;
+pub mod sample;
 pub mod split;
 pub mod verify;
 

@@ -9,15 +9,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
-use crate::random::sample_base;
 use crate::real::Real;
+use crate::sample::Draw;
 
 /// Host memory per chunk of input rows (as float64) that the default chunk size aims for.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
@@ -289,39 +287,62 @@ fn transform_in<T: Real>(
     Ok(nonfinite)
 }
 
-/// Draws `n` rows from the model (latent samples from the base, mapped latent→data) into
-/// `output` `[n, D]`, reproducibly from `seed` whatever the chunk size.
+/// Draws `n` rows from the model — rows `draw.first_row…` of `draw.seed`'s stream, at
+/// `draw.temperature` ([`crate::sample`]) — into `output` `[n, D]`, and their log q `[n]` into
+/// `log_q` if given. Memory is bounded by the chunk size; the rows do not depend on it.
 pub fn sample_to_file(
     engine: &dyn Engine,
     n: usize,
-    seed: u64,
+    draw: &Draw,
     output: &Path,
+    log_q: Option<&Path>,
     opts: &StreamOptions,
 ) -> Result<TransformSummary> {
+    draw.check()?;
     let start = Instant::now();
-    let flow = engine.flow();
-    let dim = flow.dim;
+    let nonfinite = match opts.output_dtype {
+        NpyDtype::F32 => sample_in::<f32>(engine, n, draw, output, log_q, opts)?,
+        NpyDtype::F64 => sample_in::<f64>(engine, n, draw, output, log_q, opts)?,
+    };
+    Ok(transform_summary(engine, n, nonfinite, start))
+}
+
+/// [`sample_to_file`] in precision `T`; returns the number of non-finite rows.
+fn sample_in<T: Real>(
+    engine: &dyn Engine,
+    n: usize,
+    draw: &Draw,
+    output: &Path,
+    log_q: Option<&Path>,
+    opts: &StreamOptions,
+) -> Result<u64> {
+    let dim = engine.flow().dim;
     let mut out = NpyWriter::create(output, &[n, dim], opts.output_dtype)?;
+    let mut lq_out = log_q.map(|p| NpyWriter::create(p, &[n], opts.output_dtype)).transpose()?;
     let bar = progress_bar(opts, n, "sample");
     let chunk = opts.rows_per_chunk(engine);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut x, mut ld) = (Vec::new(), Vec::new());
+    let (mut x, mut lq) = (Vec::<T>::new(), Vec::<T>::new());
     let mut done = 0;
     let mut nonfinite = 0u64;
     while done < n {
         let m = chunk.min(n - done);
-        let z = sample_base(&flow.base, dim, m, &mut rng);
-        x.resize(m * dim, 0.0);
-        ld.resize(m, 0.0);
-        engine.inverse_to_data(&z, &mut x, &mut ld)?;
-        nonfinite += count_nonfinite_rows(&x, &ld, dim);
+        x.resize(m * dim, T::zero());
+        lq.resize(m, T::zero());
+        engine.sample_rows(&draw.skip(done as u64), &mut x, &mut lq)?;
+        nonfinite += count_nonfinite_rows(&x, &lq, dim);
         out.write(&x)?;
+        if let Some(w) = lq_out.as_mut() {
+            w.write(&lq)?;
+        }
         done += m;
         bar.inc(m as u64);
     }
     out.finish()?;
+    if let Some(w) = lq_out {
+        w.finish()?;
+    }
     bar.finish_and_clear();
-    Ok(transform_summary(engine, n, nonfinite, start))
+    Ok(nonfinite)
 }
 
 fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: Instant) -> TransformSummary {

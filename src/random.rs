@@ -274,16 +274,20 @@ fn random_permutation(rng: &mut ChaCha8Rng, dim: usize) -> Vec<usize> {
     perm
 }
 
-/// Draws `n` latent rows `[n, D]` from the base distribution; successive calls on the same
-/// `rng` continue one reproducible stream.
-pub fn sample_base(base: &Base, dim: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let mut z: Vec<f64> = (0..n * dim).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
-    if let Base::DiagonalNormal { loc, log_scale } = base {
-        for row in z.chunks_mut(dim) {
-            for i in 0..dim {
-                row[i] = loc[i] + row[i] * log_scale[i].exp();
-            }
+/// Rows 0…n−1 of the base distribution's sample stream of `seed` (`[n, dim]`, float64):
+/// the latents `realnvp sample --seed` maps to data (see [`crate::sample`]).
+pub fn sample_base(base: &Base, dim: usize, n: usize, seed: u64) -> Vec<f64> {
+    use rayon::prelude::*;
+    let (loc, log_scale) = match base {
+        Base::StandardNormal => (vec![0.0; dim], vec![0.0; dim]),
+        Base::DiagonalNormal { loc, log_scale } => (loc.clone(), log_scale.clone()),
+    };
+    let mut z = vec![0.0; n * dim];
+    z.par_chunks_mut(dim.max(1)).enumerate().for_each(|(i, row)| {
+        crate::sample::row_normals(seed, i as u64, row);
+        for ((v, m), s) in row.iter_mut().zip(&loc).zip(&log_scale) {
+            *v = m + *v * s.exp();
         }
-    }
+    });
     z
 }

@@ -109,6 +109,23 @@ impl<T> Io<'_, T> {
     }
 }
 
+impl<T> Io<'_, T> {
+    /// Checks the buffers of a sampling call (no input; `[n, D]` rows and `[n]` log q out);
+    /// returns n.
+    pub fn check_sample(&self, dim: usize) -> Result<usize> {
+        let n = self.per_row.len();
+        if !self.input.is_empty() || self.rows.len() != n * dim {
+            return Err(Error::Argument(format!(
+                "sampling takes no input and {n} output rows of D = {dim} ({} values), got {} input and {} output values",
+                n * dim,
+                self.input.len(),
+                self.rows.len()
+            )));
+        }
+        Ok(n)
+    }
+}
+
 /// One engine call's buffers in float32 or float64.
 pub enum Batch<'a> {
     F32(Io<'a, f32>),

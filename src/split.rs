@@ -8,6 +8,7 @@ use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::model::Flow;
 use crate::real::{Batch, Io, Real};
+use crate::sample::Draw;
 
 /// Rows used to measure each engine's speed when the split engine is opened.
 const CALIBRATION_ROWS: usize = 4096;
@@ -108,9 +109,30 @@ impl Engine for SplitEngine {
             Batch::F64(io) => self.run_in(pass, io, sum),
         }
     }
+
+    fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
+        match batch {
+            Batch::F32(io) => self.sample_in(draw, io),
+            Batch::F64(io) => self.sample_in(draw, io),
+        }
+    }
 }
 
 impl SplitEngine {
+    /// Each engine draws its own row range (`first_row` shifted), so the rows are the same
+    /// as one engine's.
+    fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
+        draw.check()?;
+        let d = self.flow.dim;
+        let n = io.check_sample(d)?;
+        let ranges = self.ranges(n);
+        let work: Vec<_> =
+            ranges.iter().zip(split_rows(io.rows, d, &ranges)).zip(split_rows(io.per_row, 1, &ranges)).collect();
+        self.concurrently(work, |e, ((&(a, _), rows), per_row)| {
+            e.sample(&draw.skip(a as u64), T::batch(Io { input: &[], rows, per_row }))
+        })
+    }
+
     /// Cuts the batch into one row range per engine, runs them concurrently and merges the
     /// ranges' reductions in row order.
     fn run_in<T: Real>(&self, pass: Pass, io: Io<'_, T>, sum: &mut LogLikelihoodSum) -> Result<()> {

@@ -250,12 +250,12 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Draws `n` data rows from the flow itself: ε from the base distribution (seeded), then the
-/// float64 reference's latent→data map, rounded to float32. Rows that are not finite in
-/// float32 are dropped; returns the rows (`[m, D]`, m ≤ n).
+/// Draws `n` data rows from the flow itself: latents from the base (rows 0…n−1 of `seed`'s
+/// sample stream, as `realnvp sample --seed` draws them), then the float64 reference's
+/// latent→data map, rounded to float32. Rows that are not finite in float32 are dropped;
+/// returns the rows (`[m, D]`, m ≤ n).
 pub fn model_rows(flow: &Flow, n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
-    let eps = crate::random::sample_base(&flow.base, flow.dim, n, &mut rng);
+    let eps = crate::random::sample_base(&flow.base, flow.dim, n, seed);
     let (mut x, mut ld) = (vec![0.0; eps.len()], vec![0.0; n]);
     reference::inverse_to_data(flow, &eps, &mut x, &mut ld);
     x.chunks(flow.dim)

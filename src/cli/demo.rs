@@ -8,7 +8,8 @@ use realnvp::device::{open_engine, Device};
 use realnvp::engine::LogLikelihoodSum;
 use realnvp::gpu::GpuOptions;
 use realnvp::pipeline::ScoreSummary;
-use realnvp::random::{reference_model, sample_base};
+use realnvp::random::reference_model;
+use realnvp::sample::Draw;
 use realnvp::verify::verify;
 
 #[derive(clap::Args)]
@@ -37,11 +38,9 @@ fn demo(rows: usize, device: &Device) -> Result<()> {
         flow.flops_per_row()
     );
     println!("device: {}\n", engine.name());
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
-    let z = sample_base(&flow.base, flow.dim, rows, &mut rng);
-    let (mut x, mut ld) = (vec![0.0; z.len()], vec![0.0; rows]);
-    engine.inverse_to_data(&z, &mut x, &mut ld).context("sampling")?;
-    println!("drew {rows} rows x = f⁻¹(z), z ~ N(0, I)");
+    let (mut x, mut log_q) = (vec![0.0; rows * flow.dim], vec![0.0; rows]);
+    engine.sample_rows(&Draw::new(7, 0), &mut x, &mut log_q).context("sampling")?;
+    println!("drew {rows} rows x = f⁻¹(z), z ~ N(0, I) (seed 7)");
 
     let start = std::time::Instant::now();
     let mut logp = vec![0.0; rows];

@@ -21,6 +21,7 @@ use crate::engine::{thread_count, Engine, LogLikelihoodSum, Pass};
 use crate::error::Result;
 use crate::model::{self, Base, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, ScaleFn, Slot};
 use crate::real::{Batch, Io, Real};
+use crate::sample::{row_normals, Draw, TemperedBase};
 use kernels::LogScale;
 
 /// Rows per tile: one tile's activations stay in L1/L2 (32×256 floats = 32 KiB).
@@ -115,6 +116,23 @@ impl NativeEngine {
     }
 }
 
+impl NativeEngine {
+    fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
+        draw.check()?;
+        let d = self.plan.dim;
+        io.check_sample(d)?;
+        let base = TemperedBase::new(&self.flow, draw.temperature);
+        io.rows.par_chunks_mut(TILE_ROWS * d).zip(io.per_row.par_chunks_mut(TILE_ROWS)).enumerate().for_each_init(
+            || (Workspace::new(&self.plan), vec![0.0; d]),
+            |(ws, eps), (t, (x, log_q))| {
+                let first = draw.first_row + (t * TILE_ROWS) as u64;
+                ws.sample_tile(&self.plan, &base, draw.seed, first, eps, x, log_q);
+            },
+        );
+        Ok(())
+    }
+}
+
 impl Engine for NativeEngine {
     fn name(&self) -> String {
         let name = format!("native (float32 CPU, {})", thread_count());
@@ -132,6 +150,15 @@ impl Engine for NativeEngine {
         match batch {
             Batch::F32(io) => self.run_in(pass, io, sum),
             Batch::F64(io) => self.run_in(pass, io, sum),
+        }
+    }
+
+    /// Draws in the tiles, on every core: each tile draws its rows' ε, maps them
+    /// latent→data and forms log q in float64 (see [`crate::sample`]).
+    fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
+        match batch {
+            Batch::F32(io) => self.sample_in(draw, io),
+            Batch::F64(io) => self.sample_in(draw, io),
         }
     }
 
@@ -286,6 +313,39 @@ impl Workspace {
         } else {
             self.store(plan.dim, rows, out, per_row);
             LogLikelihoodSum::default()
+        }
+    }
+
+    /// Draws rows `first_row…` of `seed`'s stream (`eps`: one row of scratch, D), maps them
+    /// latent→data into `out` `[rows, D]` and writes log q `[rows]`.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_tile<T: Real>(
+        &mut self,
+        plan: &Plan,
+        base: &TemperedBase,
+        seed: u64,
+        first_row: u64,
+        eps: &mut [f64],
+        out: &mut [T],
+        log_q: &mut [T],
+    ) {
+        let (d, rows) = (plan.dim, log_q.len());
+        for r in 0..rows {
+            row_normals(seed, first_row + r as u64, eps);
+            // quad holds the log base density of the row here
+            self.quad[r] = base.to_latent(eps);
+            for (i, &z) in eps.iter().enumerate() {
+                self.v[i * rows + r] = z as f32;
+            }
+            self.bad[r] = false;
+        }
+        self.logdet[..rows].fill(0.0);
+        for step in plan.steps.iter().rev() {
+            self.step(step, rows, false);
+        }
+        self.store(d, rows, out, log_q);
+        for r in 0..rows {
+            log_q[r] = T::of(self.quad[r] - self.logdet[r]);
         }
     }
 

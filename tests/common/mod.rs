@@ -13,11 +13,9 @@ pub fn seeds(count: u64) -> Vec<u64> {
     (start..start + count).collect()
 }
 
-/// Standard-normal-ish rows `[n, dim]` from a simple deterministic generator.
+/// Standard normal rows `[n, dim]`: rows 0…n−1 of `seed`'s sample stream.
 pub fn gaussian_rows(n: usize, dim: usize, seed: u64) -> Vec<f64> {
-    use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    realnvp::random::sample_base(&realnvp::model::Base::StandardNormal, dim, n, &mut rng)
+    realnvp::random::sample_base(&realnvp::model::Base::StandardNormal, dim, n, seed)
 }
 
 /// log|det J| of the data→latent map at `x`, from a central-difference Jacobian and an LU
