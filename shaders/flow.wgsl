@@ -268,3 +268,38 @@ fn to_data_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_row(row, finite);
     row_scalar[row] = ld;
 }
+
+// Sampling: row `row` of the chunk is global row params.first_row + row of the seed's stream
+// (shaders/philox.wgsl): ε → z = loc + T·σ⊙ε → x = f⁻¹(z) into rows_out, and log q(x) of the
+// tempered model into row_scalar: BASE_LOG_NORM − D ln T (params.log_t) − ½|ε|² − log|det ∂x/∂z|.
+// σ of a diagonal base is at BASE_LOC_OFF + 2D.
+@compute @workgroup_size(256)
+fn sample_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    if row >= params.rows {
+        return;
+    }
+    let g_lo = params.first_row_lo + row;
+    let g_hi = params.first_row_hi + select(0u, 1u, g_lo < row);
+    let key = vec2<u32>(params.seed_lo, params.seed_hi);
+    var q = vec2<f32>(0.0);
+    for (var j = 0u; j < (D + 3u) / 4u; j++) {
+        let e = normals4(g_lo, g_hi, j, key);
+        for (var k = 0u; k < 4u; k++) {
+            let i = 4u * j + k;
+            if i < D {
+                q = split_add(q, e[k] * e[k]);
+                var z = params.temperature * e[k];
+                if BASE_DIAGONAL {
+                    z = weights[BASE_LOC_OFF + i] + z * weights[BASE_LOC_OFF + 2u * D + i];
+                }
+                v[i] = z;
+            }
+        }
+    }
+    let ld = flow_to_data();
+    store_row(row, true);
+    let hi = (BASE_LOG_NORM_HI - ld.x) - 0.5 * q.x;
+    let lo = (BASE_LOG_NORM_LO - ld.y) - 0.5 * q.y + params.log_t;
+    row_scalar[row] = hi + lo;
+}

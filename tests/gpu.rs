@@ -172,3 +172,81 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"));
 }
+
+/// Random123's known answers for Philox4x32-10 (as in src/philox.rs), computed by
+/// shaders/philox.wgsl on the device: the sampling kernel's generator, bit for bit.
+#[test]
+fn philox_known_answers_on_the_gpu() {
+    let Some(adapter) = best_adapter() else { return };
+    let (device, queue, _) = gpu::open_device(&adapter, "philox known answers").unwrap();
+    let kat: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+        ([0, 0, 0, 0], [0, 0], [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]),
+        ([u32::MAX; 4], [u32::MAX; 2], [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]),
+        (
+            [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+            [0xa4093822, 0x299f31d0],
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+        ),
+    ];
+    // io: 3 × (counter, key) in, then 3 × 4 words out
+    let mut words: Vec<u32> = kat.iter().flat_map(|(c, k, _)| c.iter().chain(k).copied()).collect();
+    words.resize(18 + 12, 0);
+    let harness = r#"
+@group(0) @binding(0) var<storage, read_write> io: array<u32>;
+@compute @workgroup_size(1)
+fn kat_main(@builtin(workgroup_id) wid: vec3<u32>) {
+    let b = wid.x * 6u;
+    let r = philox4x32_10(vec4<u32>(io[b], io[b + 1u], io[b + 2u], io[b + 3u]), vec2<u32>(io[b + 4u], io[b + 5u]));
+    let o = 18u + wid.x * 4u;
+    io[o] = r.x;
+    io[o + 1u] = r.y;
+    io[o + 2u] = r.z;
+    io[o + 3u] = r.w;
+}"#;
+    // philox.wgsl's normals4 uses flow.wgsl's log_acc; the harness only needs it to exist
+    let source = format!("fn log_acc(x: f32) -> f32 {{ return log(x); }}\n{}{harness}", kernel::PHILOX_WGSL);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("philox kat"),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("philox kat"),
+        layout: None,
+        module: &module,
+        entry_point: Some("kat_main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    use wgpu::util::DeviceExt;
+    let io = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("io"),
+        contents: bytemuck::cast_slice(&words),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    });
+    let readback = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: (words.len() * 4) as u64,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("io"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry { binding: 0, resource: io.as_entire_binding() }],
+    });
+    let mut encoder = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(3, 1, 1);
+    }
+    encoder.copy_buffer_to_buffer(&io, 0, &readback, 0, (words.len() * 4) as u64);
+    queue.submit([encoder.finish()]);
+    readback.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let out: Vec<u32> = bytemuck::cast_slice(&readback.slice(..).get_mapped_range().unwrap()).to_vec();
+    for (k, (counter, key, expected)) in kat.iter().enumerate() {
+        assert_eq!(&out[18 + 4 * k..22 + 4 * k], expected, "counter {counter:08x?} key {key:08x?}");
+    }
+}

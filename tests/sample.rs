@@ -29,8 +29,13 @@ fn engines(flow: &Flow) -> Vec<Box<dyn Engine>> {
         Box::new(NativeEngine::new(flow.clone())),
         Box::new(SplitEngine::new(flow.clone(), natives).unwrap()),
     ];
-    match open_engine(flow, &Device::Gpu(None), &Default::default()) {
-        Ok(gpu) => engines.push(gpu),
+    // the GPU twice: its default chunks, and chunks of 256 rows (each chunk its own offset)
+    let small_chunks = realnvp::gpu::GpuOptions { chunk_rows: 256, ..Default::default() };
+    match open_engine(flow.clone(), &Device::Gpu(None), &Default::default()) {
+        Ok(gpu) => {
+            engines.push(gpu);
+            engines.push(open_engine(flow, &Device::Gpu(None), &small_chunks).unwrap());
+        }
         Err(e) if std::env::var_os("REALNVP_REQUIRE_GPU").is_some() => panic!("no GPU engine: {e}"),
         Err(_) => eprintln!("SKIPPED the GPU engine: no adapter"),
     }

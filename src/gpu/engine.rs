@@ -16,9 +16,10 @@ use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::model::Flow;
 use crate::real::{Batch, Io, Real};
+use crate::sample::Draw;
 
 use super::adapter::open_device;
-use super::kernel::{self, KernelForm, WORKGROUP_ROWS};
+use super::kernel::{self, abi, KernelForm, WORKGROUP_ROWS};
 use super::resources::{Pipelines, ReadbackLayout, Resources, Slot};
 
 /// Options of the GPU engine.
@@ -30,12 +31,25 @@ pub struct GpuOptions {
     pub kernel: KernelForm,
 }
 
+/// What one chunk runs: a pass over input rows, or drawing rows of a sample stream.
+#[derive(Clone, Copy)]
+enum Job {
+    Pass(Pass),
+    Sample(Draw),
+}
+
+impl Job {
+    fn maps_rows(self) -> bool {
+        !matches!(self, Job::Pass(Pass::LogProb))
+    }
+}
+
 /// A chunk submitted and not yet collected.
 struct Pending {
     first_row: usize,
     rows: usize,
     groups: usize,
-    pass: Pass,
+    job: Job,
     submission: wgpu::SubmissionIndex,
     mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
@@ -105,10 +119,23 @@ impl GpuEngine {
         }
     }
 
-    /// Runs `pass` over all rows of `io`, two chunks in flight.
+    /// Runs `pass` over all rows of `io`.
     fn run_in<T: Real>(&self, pass: Pass, io: Io<'_, T>, sum: &mut LogLikelihoodSum) -> Result<()> {
+        io.check(pass.maps_rows(), self.flow.dim)?;
+        self.stream(Job::Pass(pass), io, sum)
+    }
+
+    /// Draws the batch's rows in the fused sampling kernel: nothing is uploaded.
+    fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
+        draw.check()?;
+        io.check_sample(self.flow.dim)?;
+        self.stream(Job::Sample(*draw), io, &mut LogLikelihoodSum::default())
+    }
+
+    /// Streams the batch through the kernel in chunks, two in flight.
+    fn stream<T: Real>(&self, job: Job, io: Io<'_, T>, sum: &mut LogLikelihoodSum) -> Result<()> {
         let d = self.flow.dim;
-        let n = io.check(pass.maps_rows(), d)?;
+        let n = io.per_row.len();
         let mut slots =
             self.slots.lock().map_err(|_| Error::Gpu("engine state poisoned by an earlier panic".into()))?;
         // Chunk c uses slot c % 2; before it is submitted, chunk c − 2 (same slot) is collected.
@@ -122,7 +149,11 @@ impl GpuEngine {
                 }
             }
             let rows = self.chunk_rows.min(n - first);
-            let p = self.submit(&mut slots[k], pass, &io.input[first * d..(first + rows) * d], first, rows)?;
+            let (job, input) = match job {
+                Job::Sample(draw) => (Job::Sample(draw.skip(first as u64)), &io.input[..0]),
+                pass => (pass, &io.input[first * d..(first + rows) * d]),
+            };
+            let p = self.submit(&mut slots[k], job, input, first, rows)?;
             in_flight.push_back((k, p));
         }
         while let Some((slot, p)) = in_flight.pop_front() {
@@ -134,12 +165,13 @@ impl GpuEngine {
     fn submit<T: Real>(
         &self,
         slot: &mut Slot,
-        pass: Pass,
+        job: Job,
         input: &[T],
         first_row: usize,
         rows: usize,
     ) -> Result<Pending> {
         match T::as_f32(input) {
+            _ if input.is_empty() => {}
             Some(floats) => self.queue.write_buffer(&slot.input, 0, bytemuck::cast_slice(floats)),
             None => {
                 slot.staging.clear();
@@ -151,12 +183,20 @@ impl GpuEngine {
         let groups = rows.div_ceil(WORKGROUP_ROWS);
         let groups_x = groups.min(self.max_groups_x);
         let groups_y = groups.div_ceil(groups_x);
-        let params = [rows as u32, groups_x as u32, 0, 0];
+        let sample = match job {
+            Job::Sample(draw) => {
+                let log_t = -(self.flow.dim as f64) * draw.temperature.ln();
+                Some((draw.seed, draw.first_row, draw.temperature as f32, log_t as f32))
+            }
+            Job::Pass(_) => None,
+        };
+        let params = abi::params(rows as u32, groups_x as u32, sample);
         self.queue.write_buffer(&slot.params, 0, bytemuck::cast_slice(&params));
-        let pipeline = match pass {
-            Pass::LogProb => &self.pipelines.log_prob,
-            Pass::ToLatent => &self.pipelines.to_latent,
-            Pass::ToData => &self.pipelines.to_data,
+        let pipeline = match job {
+            Job::Pass(Pass::LogProb) => &self.pipelines.log_prob,
+            Job::Pass(Pass::ToLatent) => &self.pipelines.to_latent,
+            Job::Pass(Pass::ToData) => &self.pipelines.to_data,
+            Job::Sample(_) => &self.pipelines.sample,
         };
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("chunk") });
         {
@@ -172,11 +212,11 @@ impl GpuEngine {
             compute.dispatch_workgroups(groups_x as u32, groups_y as u32, 1);
         }
         let layout = ReadbackLayout::new(self.flow.dim, rows, groups);
-        if pass.maps_rows() {
+        if job.maps_rows() {
             encoder.copy_buffer_to_buffer(&slot.rows_out, 0, &slot.readback, 0, layout.rows_bytes);
         }
         encoder.copy_buffer_to_buffer(&slot.scalar, 0, &slot.readback, layout.scalar_at, layout.scalar_bytes);
-        if pass == Pass::LogProb {
+        if matches!(job, Job::Pass(Pass::LogProb)) {
             encoder.copy_buffer_to_buffer(&slot.partials, 0, &slot.readback, layout.partials_at, layout.partials_bytes);
         }
         if let Some((set, resolved)) = &slot.timer {
@@ -188,7 +228,7 @@ impl GpuEngine {
         slot.readback.slice(0..layout.total()).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        Ok(Pending { first_row, rows, groups, pass, submission, mapped: rx })
+        Ok(Pending { first_row, rows, groups, job, submission, mapped: rx })
     }
 
     /// Waits for chunk `p`, copies its rows and per-row values into the caller's buffers
@@ -219,7 +259,7 @@ impl GpuEngine {
                 .map_err(|e| Error::Gpu(format!("{}: {e}", self.info.name)))?;
             let floats: &[f32] = bytemuck::cast_slice(&view);
             let at = |bytes: u64| (bytes / 4) as usize;
-            if p.pass.maps_rows() {
+            if p.job.maps_rows() {
                 let dst = &mut rows_out[p.first_row * d..(p.first_row + p.rows) * d];
                 dst.par_iter_mut().zip(&floats[..p.rows * d]).for_each(|(o, &v)| *o = T::from_f32(v));
             }
@@ -232,7 +272,7 @@ impl GpuEngine {
             let tick =
                 |k: usize| ticks.get(8 * k..8 * k + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
             self.record_kernel_time(tick(0), tick(1));
-            if p.pass == Pass::LogProb {
+            if matches!(p.job, Job::Pass(Pass::LogProb)) {
                 let q = at(layout.partials_at);
                 sum.rows += p.rows as u64;
                 for g in floats[q..q + 2 * p.groups].chunks_exact(2) {
@@ -280,6 +320,13 @@ impl Engine for GpuEngine {
         match batch {
             Batch::F32(io) => self.run_in(pass, io, sum),
             Batch::F64(io) => self.run_in(pass, io, sum),
+        }
+    }
+
+    fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
+        match batch {
+            Batch::F32(io) => self.sample_in(draw, io),
+            Batch::F64(io) => self.sample_in(draw, io),
         }
     }
 

@@ -73,6 +73,7 @@ pub(super) struct Pipelines {
     pub log_prob: wgpu::ComputePipeline,
     pub to_latent: wgpu::ComputePipeline,
     pub to_data: wgpu::ComputePipeline,
+    pub sample: wgpu::ComputePipeline,
 }
 
 /// Buffers for one chunk in flight.
@@ -173,8 +174,12 @@ fn create_pipelines(
             cache: None,
         })
     };
-    let pipelines =
-        Pipelines { log_prob: make("log_prob_main"), to_latent: make("to_latent_main"), to_data: make("to_data_main") };
+    let pipelines = Pipelines {
+        log_prob: make("log_prob_main"),
+        to_latent: make("to_latent_main"),
+        to_data: make("to_data_main"),
+        sample: make("sample_main"),
+    };
     match pollster::block_on(scope.pop()) {
         None => Ok(pipelines),
         Some(e) => Err(Error::Gpu(format!("shader compilation failed on {adapter}: {e}"))),
@@ -221,7 +226,7 @@ fn create_slot(
     let rows_out = buffer(&format!("rows_out{k}"), rows_bytes, U::STORAGE | U::COPY_SRC);
     let scalar = buffer(&format!("scalar{k}"), (chunk_rows * 4) as u64, U::STORAGE | U::COPY_SRC);
     let partials = buffer(&format!("partials{k}"), (grid_groups * 8) as u64, U::STORAGE | U::COPY_SRC);
-    let params = buffer(&format!("params{k}"), 16, U::UNIFORM | U::COPY_DST);
+    let params = buffer(&format!("params{k}"), abi::PARAMS_BYTES, U::UNIFORM | U::COPY_DST);
     let readback = buffer(
         &format!("readback{k}"),
         ReadbackLayout::new(dim, chunk_rows, grid_groups).total(),

@@ -49,7 +49,30 @@ pub const PARTIALS: Binding = Binding {
     ty: "array<f32>",
     doc: "[groups, 2]: sum of finite log p, count",
 };
-/// The dispatch's `Params` (rows, groups along x), 16 bytes.
+/// Bytes of the dispatch's `Params` (see [`params`]).
+pub const PARAMS_BYTES: u64 = 48;
+
+/// The words of `Params`: rows and groups along x of the dispatch; for sampling the seed, the
+/// global index of the chunk's first row, the temperature T and −D ln T.
+pub fn params(rows: u32, groups_x: u32, sample: Option<(u64, u64, f32, f32)>) -> [u32; 12] {
+    let (seed, first_row, temperature, log_t) = sample.unwrap_or((0, 0, 1.0, 0.0));
+    [
+        rows,
+        groups_x,
+        0,
+        0,
+        seed as u32,
+        (seed >> 32) as u32,
+        first_row as u32,
+        (first_row >> 32) as u32,
+        temperature.to_bits(),
+        log_t.to_bits(),
+        0,
+        0,
+    ]
+}
+
+/// The dispatch's `Params` ([`params`]).
 pub const PARAMS: Binding =
     Binding { index: 5, name: "params", space: "uniform", ty: "Params", doc: "rows, groups_x, 0, 0" };
 /// The interpreter's layer plan (u32 records; `[0]` for the unrolled form).
@@ -103,7 +126,7 @@ pub fn wgsl() -> String {
     for (name, value) in consts {
         let _ = writeln!(out, "const {name}: u32 = {value}u;");
     }
-    out += "\nstruct Params {\n    rows: u32,      // rows in this dispatch\n    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x\n    _pad0: u32,     // always 0: added to the interpreter's layer-loop bound so it is not unrolled\n    _pad1: u32,\n}\n\n";
+    out += "\nstruct Params {\n    rows: u32,      // rows in this dispatch\n    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x\n    _pad0: u32,     // always 0: added to the interpreter's layer-loop bound so it is not unrolled\n    _pad1: u32,\n    seed_lo: u32,   // sampling: the seed, and the global index of the chunk's first row\n    seed_hi: u32,\n    first_row_lo: u32,\n    first_row_hi: u32,\n    temperature: f32,\n    log_t: f32,     // −D ln T\n    _pad2: u32,\n    _pad3: u32,\n}\n\n";
     for b in BINDINGS {
         let _ = writeln!(out, "@group(0) @binding({}) var<{}> {}: {}; // {}", b.index, b.space, b.name, b.ty, b.doc);
     }

@@ -19,7 +19,7 @@ mod interpreter;
 mod source;
 pub mod unrolled;
 
-pub use source::{KernelForm, KernelSource, TEMPLATE};
+pub use source::{KernelForm, KernelSource, PHILOX_WGSL, TEMPLATE};
 
 use crate::error::{Error, Result};
 use crate::model::Flow;

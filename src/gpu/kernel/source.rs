@@ -8,7 +8,12 @@ use crate::model::{Base, Flow};
 use super::abi;
 
 /// Row I/O, base density and entry points, loaded at build time.
-pub const TEMPLATE: &str = include_str!("../../../shaders/flow.wgsl");
+pub const TEMPLATE: &str =
+    concat!(include_str!("../../../shaders/flow.wgsl"), include_str!("../../../shaders/philox.wgsl"));
+
+/// Philox4x32-10 and the Box–Muller normals in WGSL (part of [`TEMPLATE`]; on its own for the
+/// known-answer test on a device).
+pub const PHILOX_WGSL: &str = include_str!("../../../shaders/philox.wgsl");
 
 /// How the kernel evaluates the layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,7 +80,10 @@ pub(super) fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
             None
         }
         Base::DiagonalNormal { loc, log_scale } => {
-            weights.extend(loc.iter().map(|&v| v as f32).chain(log_scale.iter().map(|&s| (-s).exp() as f32)));
+            // loc, 1/σ (densities), σ (sampling)
+            weights.extend(loc.iter().map(|&v| v as f32));
+            weights.extend(log_scale.iter().map(|&s| (-s).exp() as f32));
+            weights.extend(log_scale.iter().map(|&s| s.exp() as f32));
             Some(off)
         }
     }
