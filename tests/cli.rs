@@ -385,3 +385,48 @@ fn float32_files_give_the_float64_paths_results_rounded_once() {
         }
     }
 }
+
+/// `sample --first-row K -n N` writes rows K…K+N−1 of one stream (shards stitch into one
+/// run), `--with-log-prob` writes log q = `score` of the rows at temperature 1, and a
+/// temperature spreads the rows.
+#[test]
+fn sample_row_ranges_stitch_and_log_q_is_the_score() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    ok(&["init", "--dim", "3", "--layers", "4", "--hidden", "16", "--seed", "8", "-o", &p("m.safetensors")]);
+    let sample = |extra: &[&str]| {
+        ok(&[&["sample", "--model", &p("m.safetensors"), "--seed", "21", "--device", "native"][..], extra].concat())
+    };
+    sample(&["-n", "1000", "--output", &p("all.npy"), "--with-log-prob", &p("lq.npy")]);
+    sample(&["-n", "300", "--output", &p("a.npy")]);
+    sample(&["-n", "700", "--first-row", "300", "--output", &p("b.npy")]);
+    let (all, _, _) = read_all(Path::new(&p("all.npy"))).unwrap();
+    let (a, _, _) = read_all(Path::new(&p("a.npy"))).unwrap();
+    let (b, _, _) = read_all(Path::new(&p("b.npy"))).unwrap();
+    assert_eq!([a, b].concat(), all, "rows 0…299 and 300…999 are rows 0…999");
+    ok(&[
+        "score",
+        "--model",
+        &p("m.safetensors"),
+        "--input",
+        &p("all.npy"),
+        "--output",
+        &p("lp.npy"),
+        "--device",
+        "native",
+    ]);
+    let (lq, _, _) = read_all(Path::new(&p("lq.npy"))).unwrap();
+    let (lp, _, _) = read_all(Path::new(&p("lp.npy"))).unwrap();
+    for (r, (q, s)) in lq.iter().zip(&lp).enumerate() {
+        assert!((q - s).abs() <= 2e-4 * (1.0 + s.abs()), "row {r}: log q {q} vs score {s}");
+    }
+    sample(&["-n", "1000", "--temperature", "0.25", "--output", &p("cold.npy")]);
+    let (cold, _, _) = read_all(Path::new(&p("cold.npy"))).unwrap();
+    let spread = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    assert!(spread(&cold) < spread(&all), "temperature 0.25 must concentrate the rows");
+    let out =
+        realnvp(&["sample", "--model", &p("m.safetensors"), "-n", "5", "--temperature", "0", "--output", &p("t0.npy")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("temperature"));
+    assert!(!d.join("t0.npy").exists());
+}

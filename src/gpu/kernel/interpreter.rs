@@ -5,7 +5,7 @@
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
 use super::abi::{self, BLOCK};
-use super::source::{header, push_base, KernelForm, KernelSource, TEMPLATE};
+use super::source::{header, io_loop_iterations, push_base, KernelForm, KernelSource, TEMPLATE};
 
 /// The plan interpreter (`flow_to_latent`, `flow_to_data` for any model).
 const INTERPRETER: &str = include_str!("../../../shaders/interpreter.wgsl");
@@ -43,8 +43,8 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         flow.layers.len(),
     );
     let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
-    // layers loop, load, store, base density, reduction (16 + 16)
-    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + 3 * flow.dim as u64 + 32;
+    // the layers loop and the loops outside the layers (row I/O, base density, reduction, draws)
+    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + io_loop_iterations(flow.dim);
     KernelSource { form: KernelForm::Interpreted, wgsl, weights: p.weights, plan: p.plan, loop_iterations }
 }
 

@@ -65,11 +65,21 @@ pub struct KernelSource {
     /// `[0]` for the unrolled form (a binding may not be empty).
     pub plan: Vec<u32>,
     /// Loop iterations one invocation executes, all loops together, for the longest entry
-    /// point (log p: layers, row I/O, base density and the reduction).
+    /// point (layers plus [`io_loop_iterations`]).
     pub loop_iterations: u64,
 }
 
 /// Appends the diagonal base's loc and log_scale; returns the offset of loc.
+/// Loop iterations outside the layers, for the longest entry point: log p loads the row,
+/// sums the base density and reduces (16 + 16); sampling draws ⌈D/4⌉ blocks of four normals
+/// (10 Philox rounds and 4 features each) and stores the row.
+pub(super) fn io_loop_iterations(dim: usize) -> u64 {
+    let d = dim as u64;
+    let log_prob = 2 * d + 32;
+    let sample = d.div_ceil(4) * 15 + d;
+    log_prob.max(sample) + d
+}
+
 pub(super) fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
     let off = weights.len() as u32;
     match base {

@@ -15,7 +15,7 @@ use std::fmt::Write;
 
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
-use super::source::{header, lit, push_base, split, KernelForm, KernelSource, TEMPLATE};
+use super::source::{header, io_loop_iterations, lit, push_base, split, KernelForm, KernelSource, TEMPLATE};
 
 /// Largest number of multiply-adds per row (both directions together are generated, so the
 /// shader holds twice this many FMAs) for which the straight-line form is used.
@@ -48,8 +48,7 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
     let mut weights = Vec::new();
     let base_off = push_base(&mut weights, &flow.base);
     let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &flow_functions(flow);
-    // row load, store, base density, reduction (16 + 16)
-    let loop_iterations = 3 * flow.dim as u64 + 32;
+    let loop_iterations = io_loop_iterations(flow.dim);
     KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
 }
 
