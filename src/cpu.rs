@@ -50,9 +50,6 @@ impl Engine for CpuReference {
     }
 
     fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()> {
-        match batch {
-            Batch::F32(io) => self.run_in(pass, io, sum),
-            Batch::F64(io) => self.run_in(pass, io, sum),
-        }
+        crate::with_io!(batch, io => self.run_in(pass, io, sum))
     }
 }

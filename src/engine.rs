@@ -87,10 +87,7 @@ pub trait Engine: Send + Sync {
     /// be empty. The default draws ε on the host in float64 and runs [`Pass::ToData`];
     /// engines that can draw where they compute override it.
     fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
-        match batch {
-            Batch::F32(io) => sample_on_host(self, draw, io),
-            Batch::F64(io) => sample_on_host(self, draw, io),
-        }
+        crate::with_io!(batch, io => sample_on_host(self, draw, io))
     }
 
     /// Chunks handed to this engine should hold a multiple of this many rows for the

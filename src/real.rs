@@ -126,6 +126,18 @@ impl<T> Io<'_, T> {
     }
 }
 
+/// Runs `$body` with `$io` bound to the batch's [`Io`] in whichever precision it holds (the
+/// body is compiled once per precision): `with_io!(batch, io => self.run_in(pass, io, sum))`.
+#[macro_export]
+macro_rules! with_io {
+    ($batch:expr, $io:ident => $body:expr) => {
+        match $batch {
+            $crate::real::Batch::F32($io) => $body,
+            $crate::real::Batch::F64($io) => $body,
+        }
+    };
+}
+
 /// One engine call's buffers in float32 or float64.
 pub enum Batch<'a> {
     F32(Io<'a, f32>),

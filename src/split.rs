@@ -104,17 +104,11 @@ impl Engine for SplitEngine {
     }
 
     fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()> {
-        match batch {
-            Batch::F32(io) => self.run_in(pass, io, sum),
-            Batch::F64(io) => self.run_in(pass, io, sum),
-        }
+        crate::with_io!(batch, io => self.run_in(pass, io, sum))
     }
 
     fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
-        match batch {
-            Batch::F32(io) => self.sample_in(draw, io),
-            Batch::F64(io) => self.sample_in(draw, io),
-        }
+        crate::with_io!(batch, io => self.sample_in(draw, io))
     }
 }
 

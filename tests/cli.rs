@@ -130,10 +130,16 @@ fn init_score_forward_inverse_sample_round_trip() {
         assert!((a + b).abs() < 1e-10 * a.abs().max(1.0));
     }
 
-    // float32 output by default
+    // float32 output by default: the float64 run's values rounded once (a byte-swapped or
+    // otherwise garbled payload of the right size fails here)
     let z32 = d.join("z32.npy");
-    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z32)]);
+    ok(&["forward", "--model", s(&model), "--input", s(&x_path), "--output", s(&z32), "--device", "cpu"]);
     assert_eq!(std::fs::metadata(&z32).unwrap().len(), 128 + 1000 * 5 * 4);
+    let (z32_values, _, _) = read_all(&z32).unwrap();
+    let (z64_values, _, _) = read_all(&z_path).unwrap();
+    for (k, (a, b)) in z32_values.iter().zip(&z64_values).enumerate() {
+        assert_eq!(*a, f64::from(*b as f32), "float32 z[{k}]");
+    }
 
     let samples = d.join("samples.npy");
     ok(&["sample", "--model", s(&model), "-n", "500", "--seed", "4", "--output", s(&samples), "--chunk-rows", "64"]);

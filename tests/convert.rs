@@ -63,6 +63,13 @@ fn every_fixture_matches_its_library_in_float64() {
         let (mut x_out, mut ld) = (vec![0.0; z_in.len()], vec![0.0; z_in.len() / d]);
         reference::inverse_to_data(&flow, z_in, &mut x_out, &mut ld);
         assert_close(&f.name, "x = f⁻¹(z)", &x_out, &e["x_out"], 1e-9);
+        // the fixtures hold no inverse log-det: it must be minus the forward log-det at the
+        // library's own x = f⁻¹(z) (the forward one is pinned to the library through log p and z)
+        let (mut z_back, mut ld_fwd) = (vec![0.0; z_in.len()], vec![0.0; ld.len()]);
+        reference::forward_to_latent(&flow, &e["x_out"], &mut z_back, &mut ld_fwd);
+        for (k, (inv, fwd)) in ld.iter().zip(&ld_fwd).enumerate() {
+            assert!((inv + fwd).abs() <= 1e-9 * (1.0 + fwd.abs()), "{}: inverse log-det[{k}] {inv} vs {fwd}", f.name);
+        }
     }
 }
 

@@ -162,7 +162,12 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
         assert!(out.status.success());
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         std::fs::remove_file(d.join(&name)).unwrap();
-        s["peak_rss_bytes"].as_u64().unwrap_or(0)
+        match s["peak_rss_bytes"].as_u64() {
+            Some(bytes) => bytes,
+            // Linux reports it (/proc/self/status); elsewhere this check cannot run
+            None if cfg!(target_os = "linux") => panic!("no peak_rss_bytes on Linux: {s}"),
+            None => 0,
+        }
     };
     let (small, large) = (rss(1_500_000), rss(4_500_000));
     assert!(large < small + (8 << 20), "peak RSS grew from {small} to {large} bytes for 3× the rows");
@@ -249,4 +254,39 @@ fn kat_main(@builtin(workgroup_id) wid: vec3<u32>) {
     for (k, (counter, key, expected)) in kat.iter().enumerate() {
         assert_eq!(&out[18 + 4 * k..22 + 4 * k], expected, "counter {counter:08x?} key {key:08x?}");
     }
+}
+
+/// The kernel choice is a pure function of the model and the adapter's description, so what
+/// it refuses is checked for a CPU rasterizer and for a hardware GPU on any machine.
+#[test]
+fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
+    let adapter = |driver: &str, device_type| {
+        let mut info = wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan);
+        info.name = format!("test {driver}");
+        info.driver = driver.into();
+        info
+    };
+    let lavapipe = adapter("llvmpipe", wgpu::DeviceType::Cpu);
+    let hardware = adapter("NVIDIA", wgpu::DeviceType::DiscreteGpu);
+    let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 30, ..wgpu::Limits::default() };
+    let d64 = realnvp::random::reference_model("d64").unwrap();
+    assert!(unrolled::multiply_adds(&d64) > unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS);
+    let err = kernel::choose(&d64, &lavapipe, &limits, KernelForm::Unrolled).err().expect("refused on llvmpipe");
+    assert!(err.to_string().contains("--kernel interpreted"), "{err}");
+    let unrolled_on_hardware = kernel::choose(&d64, &hardware, &limits, KernelForm::Unrolled).unwrap();
+    assert_eq!(unrolled_on_hardware.source.form, KernelForm::Unrolled);
+    assert!(unrolled_on_hardware.note.is_some(), "a large unrolled kernel comes with the compile note");
+    // auto keeps d64 interpreted, which llvmpipe runs
+    assert_eq!(
+        kernel::choose(&d64, &lavapipe, &limits, KernelForm::Auto).unwrap().source.form,
+        KernelForm::Interpreted
+    );
+    // a model whose interpreter loops exceed llvmpipe's limiter: refused there only
+    let deep = init_flow(&InitSpec { dim: 64, layers: 40, hidden: vec![512, 512], ..InitSpec::seed4d(40) }, 1).unwrap();
+    let err = kernel::choose(&deep, &lavapipe, &limits, KernelForm::Interpreted).err().expect("loop limit");
+    assert!(err.to_string().contains("loop"), "{err}");
+    assert!(kernel::choose(&deep, &hardware, &limits, KernelForm::Interpreted).is_ok());
+    // parameters beyond the storage binding size: refused everywhere
+    let small = wgpu::Limits { max_storage_buffer_binding_size: 1 << 16, ..limits };
+    assert!(kernel::choose(&d64, &hardware, &small, KernelForm::Interpreted).is_err());
 }

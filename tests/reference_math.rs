@@ -232,8 +232,16 @@ fn one_dimensional_density_integrates_to_one() {
 fn two_dimensional_density_integrates_to_one() {
     // couplings of every conditioner kind in D = 2, random base; grid [−40, 40]² (some random
     // flows put ~13 % of their mass beyond ±14)
-    for seed in common::seeds(3) {
+    // each seed also with a diagonal base (its loc and scale enter the density directly)
+    let diagonal = |flow: Flow| Flow {
+        base: realnvp::model::Base::DiagonalNormal { loc: vec![0.8, -1.1], log_scale: vec![0.3, -0.45] },
+        ..flow
+    };
+    let flows = common::seeds(3).into_iter().flat_map(|seed| {
         let flow = random_mixed_flow(2, 5, 16, seed);
+        [(seed, flow.clone()), (seed, diagonal(flow))]
+    });
+    for (seed, flow) in flows {
         let couplings = flow.layers.iter().filter(|l| matches!(l, Layer::Coupling(_))).count();
         assert!(couplings >= 1, "seed {seed} drew no coupling layer");
         let (lo, hi, n) = (-40.0, 40.0, 2000);

@@ -157,7 +157,7 @@ fn log_q_at_temperature_one_is_the_models_log_p() {
 }
 
 /// One elementwise-affine layer (data→latent z = x·e^a + b) on a diagonal base N(m, e^{2s}):
-/// at temperature T, x ~ N((m − b)·e^{−a}, T²·e^{2(s − a)}) exactly, so the sample moments and
+/// at temperature T, x ~ N((m − b)·e^{−a}, diag T²·e^{2(s − a)}) exactly, so the sample moments and
 /// every row's log q have a closed form.
 #[test]
 fn tempered_samples_and_log_q_match_the_closed_form() {
@@ -185,6 +185,15 @@ fn tempered_samples_and_log_q_match_the_closed_form() {
                 // 5 standard errors
                 assert!((got_mean - mean[i]).abs() < 5.0 * sd[i] / (n as f64).sqrt(), "{name}: mean {i} {got_mean}");
                 assert!((got_sd - sd[i]).abs() < 5.0 * sd[i] / (2.0 * n as f64).sqrt(), "{name}: sd {i} {got_sd}");
+            }
+            // the covariance is diagonal: off-diagonal correlations within 5 standard errors of 0
+            for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+                let r: f64 = x
+                    .chunks(3)
+                    .map(|row| (f64::from(row[i]) - mean[i]) * (f64::from(row[j]) - mean[j]) / (sd[i] * sd[j]))
+                    .sum::<f64>()
+                    / n as f64;
+                assert!(r.abs() < 5.0 / (n as f64).sqrt(), "{name}: correlation of {i} and {j} is {r}");
             }
             for (r, row) in x.chunks(3).enumerate() {
                 let expected: f64 = (0..3)

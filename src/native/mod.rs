@@ -147,19 +147,13 @@ impl Engine for NativeEngine {
     }
 
     fn run(&self, pass: Pass, batch: Batch<'_>, sum: &mut LogLikelihoodSum) -> Result<()> {
-        match batch {
-            Batch::F32(io) => self.run_in(pass, io, sum),
-            Batch::F64(io) => self.run_in(pass, io, sum),
-        }
+        crate::with_io!(batch, io => self.run_in(pass, io, sum))
     }
 
     /// Draws in the tiles, on every core: each tile draws its rows' ε, maps them
     /// latent→data and forms log q in float64 (see [`crate::sample`]).
     fn sample(&self, draw: &Draw, batch: Batch<'_>) -> Result<()> {
-        match batch {
-            Batch::F32(io) => self.sample_in(draw, io),
-            Batch::F64(io) => self.sample_in(draw, io),
-        }
+        crate::with_io!(batch, io => self.sample_in(draw, io))
     }
 
     /// Tiles' partial sums are added in order: chunks of whole tiles reduce alike.
