@@ -15,6 +15,8 @@
 //!   engine on the CPU; [`split`]: one batch split across several engines (`--device all`).
 //! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory
 //!   ([`npy`]: chunked reading, atomic writing).
+//! - [`sample`]: sampling as a pure function of (seed, row) ([`sample::Draw`]), on
+//!   [`philox`] (Philox4x32-10); every engine's [`Engine::sample`].
 //! - [`verify`]: an engine against the reference; [`bench`](mod@bench): timed passes next to
 //!   the FMA ceiling; [`random`]: random non-trivial flows (`realnvp init`, tests).
 //!

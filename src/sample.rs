@@ -61,8 +61,9 @@ pub fn row_normals(seed: u64, row: u64, out: &mut [f64]) {
         let bits = philox4x32_10([row as u32, (row >> 32) as u32, j as u32, 0], key);
         let u = bits.map(uniform);
         let (r0, r1) = ((-2.0 * u[0].ln()).sqrt(), (-2.0 * u[2].ln()).sqrt());
-        let (a0, a1) = (std::f64::consts::TAU * u[1], std::f64::consts::TAU * u[3]);
-        let normals = [r0 * a0.cos(), r0 * a0.sin(), r1 * a1.cos(), r1 * a1.sin()];
+        let (s0, c0) = (std::f64::consts::TAU * u[1]).sin_cos();
+        let (s1, c1) = (std::f64::consts::TAU * u[3]).sin_cos();
+        let normals = [r0 * c0, r0 * s0, r1 * c1, r1 * s1];
         block.copy_from_slice(&normals[..block.len()]);
     }
 }
