@@ -112,10 +112,10 @@ pub trait Engine: Send + Sync {
 /// [`Engine::sample`]'s default: ε from Philox on all cores in float64, z = μ + T·σ⊙ε
 /// rounded to `T`, the engine's latent→data pass, log q = log base(z) − log|det ∂x/∂z|.
 fn sample_on_host<E: Engine + ?Sized, T: Real>(engine: &E, draw: &Draw, io: Io<'_, T>) -> Result<()> {
-    draw.check()?;
     let flow = engine.flow();
     let d = flow.dim;
     let n = io.check_sample(d)?;
+    draw.check(n)?;
     let base = TemperedBase::new(flow, draw.temperature);
     let mut z = vec![T::zero(); n * d];
     let mut log_base = vec![0.0f64; n];

@@ -298,7 +298,7 @@ pub fn sample_to_file(
     log_q: Option<&Path>,
     opts: &StreamOptions,
 ) -> Result<TransformSummary> {
-    draw.check()?;
+    draw.check(n)?;
     let start = Instant::now();
     let nonfinite = match opts.output_dtype {
         NpyDtype::F32 => sample_in::<f32>(engine, n, draw, output, log_q, opts)?,

@@ -39,13 +39,19 @@ impl Draw {
         Draw { seed, first_row, temperature: 1.0 }
     }
 
-    /// Checks the temperature (finite and positive).
-    pub fn check(&self) -> Result<()> {
-        if self.temperature.is_finite() && self.temperature > 0.0 {
-            Ok(())
-        } else {
-            Err(Error::Argument(format!("temperature must be finite and > 0, got {}", self.temperature)))
+    /// Checks a draw of `rows` rows: the temperature is finite and positive, and the row
+    /// indices `first_row…first_row + rows − 1` fit in 64 bits (the stream does not wrap).
+    pub fn check(&self, rows: usize) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(Error::Argument(format!("temperature must be finite and > 0, got {}", self.temperature)));
         }
+        if self.first_row.checked_add(rows as u64).is_none() {
+            return Err(Error::Argument(format!(
+                "--first-row {} + {rows} rows run past the stream's last row index 2^64 − 1",
+                self.first_row
+            )));
+        }
+        Ok(())
     }
 
     /// The same draw shifted `rows` further into the stream.

@@ -116,9 +116,9 @@ impl SplitEngine {
     /// Each engine draws its own row range (`first_row` shifted), so the rows are the same
     /// as one engine's.
     fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
-        draw.check()?;
         let d = self.flow.dim;
         let n = io.check_sample(d)?;
+        draw.check(n)?;
         let ranges = self.ranges(n);
         let work: Vec<_> =
             ranges.iter().zip(split_rows(io.rows, d, &ranges)).zip(split_rows(io.per_row, 1, &ranges)).collect();

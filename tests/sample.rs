@@ -210,7 +210,7 @@ fn tempered_samples_and_log_q_match_the_closed_form() {
 }
 
 #[test]
-fn bad_temperatures_are_refused() {
+fn bad_temperatures_and_row_ranges_are_refused() {
     let flow = seed4d_like(1);
     for engine in engines(&flow) {
         for temperature in [0.0, -1.0, f64::NAN, f64::INFINITY] {
@@ -219,5 +219,12 @@ fn bad_temperatures_are_refused() {
             let err = engine.sample_rows(&Draw { seed: 0, first_row: 0, temperature }, &mut x, &mut lq);
             assert!(err.is_err(), "{}: temperature {temperature} accepted", engine.name());
         }
+        // row indices past 2^64 − 1 would wrap around to the stream's first rows
+        let mut x = vec![0.0f32; 8];
+        let mut lq = vec![0.0f32; 2];
+        let last = Draw { seed: 0, first_row: u64::MAX - 1, temperature: 1.0 };
+        assert!(engine.sample_rows(&last, &mut x, &mut lq).is_err(), "{}: rows past 2^64 accepted", engine.name());
+        let fits = Draw { first_row: u64::MAX - 2, ..last };
+        engine.sample_rows(&fits, &mut x, &mut lq).unwrap();
     }
 }

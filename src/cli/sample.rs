@@ -38,7 +38,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let engine = args.common.engine(&args.model)?;
     let draw = Draw { seed: args.seed, first_row: args.first_row, temperature: args.temperature };
-    draw.check()?;
+    draw.check(args.rows)?;
     let options = args.common.stream_options();
     let log_q = args.with_log_prob.as_deref();
     let summary = sample_to_file(engine.as_ref(), args.rows, &draw, &args.output, log_q, &options)?;

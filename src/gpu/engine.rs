@@ -127,8 +127,7 @@ impl GpuEngine {
 
     /// Draws the batch's rows in the fused sampling kernel: nothing is uploaded.
     fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
-        draw.check()?;
-        io.check_sample(self.flow.dim)?;
+        draw.check(io.check_sample(self.flow.dim)?)?;
         self.stream(Job::Sample(*draw), io, &mut LogLikelihoodSum::default())
     }
 

@@ -118,9 +118,8 @@ impl NativeEngine {
 
 impl NativeEngine {
     fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
-        draw.check()?;
         let d = self.plan.dim;
-        io.check_sample(d)?;
+        draw.check(io.check_sample(d)?)?;
         let base = TemperedBase::new(&self.flow, draw.temperature);
         io.rows.par_chunks_mut(TILE_ROWS * d).zip(io.per_row.par_chunks_mut(TILE_ROWS)).enumerate().for_each_init(
             || (Workspace::new(&self.plan), vec![0.0; d]),
