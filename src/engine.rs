@@ -116,7 +116,7 @@ fn sample_on_host<E: Engine + ?Sized, T: Real>(engine: &E, draw: &Draw, io: Io<'
     let d = flow.dim;
     let n = io.check_sample(d)?;
     draw.check(n)?;
-    let base = TemperedBase::new(flow, draw.temperature);
+    let base = TemperedBase::new(&flow.base, d, draw.temperature);
     let mut z = vec![T::zero(); n * d];
     let mut log_base = vec![0.0f64; n];
     z.par_chunks_mut(d.max(1)).zip(log_base.par_iter_mut()).enumerate().for_each_init(

@@ -278,16 +278,11 @@ fn random_permutation(rng: &mut ChaCha8Rng, dim: usize) -> Vec<usize> {
 /// the latents `realnvp sample --seed` maps to data (see [`crate::sample`]).
 pub fn sample_base(base: &Base, dim: usize, n: usize, seed: u64) -> Vec<f64> {
     use rayon::prelude::*;
-    let (loc, log_scale) = match base {
-        Base::StandardNormal => (vec![0.0; dim], vec![0.0; dim]),
-        Base::DiagonalNormal { loc, log_scale } => (loc.clone(), log_scale.clone()),
-    };
+    let base = crate::sample::TemperedBase::new(base, dim, 1.0);
     let mut z = vec![0.0; n * dim];
     z.par_chunks_mut(dim.max(1)).enumerate().for_each(|(i, row)| {
         crate::sample::row_normals(seed, i as u64, row);
-        for ((v, m), s) in row.iter_mut().zip(&loc).zip(&log_scale) {
-            *v = m + *v * s.exp();
-        }
+        base.to_latent(row);
     });
     z
 }

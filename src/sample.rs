@@ -18,7 +18,7 @@
 //! it equals the model's log p(x).
 
 use crate::error::{Error, Result};
-use crate::model::{Base, Flow};
+use crate::model::Base;
 use crate::philox::{philox4x32_10, uniform};
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -83,9 +83,9 @@ pub struct TemperedBase {
 }
 
 impl TemperedBase {
-    pub fn new(flow: &Flow, temperature: f64) -> Self {
-        let d = flow.dim;
-        let (loc, log_scale) = match &flow.base {
+    /// The base of dimension `d` at `temperature`.
+    pub fn new(base: &Base, d: usize, temperature: f64) -> Self {
+        let (loc, log_scale) = match base {
             Base::StandardNormal => (vec![0.0; d], vec![0.0; d]),
             Base::DiagonalNormal { loc, log_scale } => (loc.clone(), log_scale.clone()),
         };

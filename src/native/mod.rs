@@ -120,7 +120,7 @@ impl NativeEngine {
     fn sample_in<T: Real>(&self, draw: &Draw, io: Io<'_, T>) -> Result<()> {
         let d = self.plan.dim;
         draw.check(io.check_sample(d)?)?;
-        let base = TemperedBase::new(&self.flow, draw.temperature);
+        let base = TemperedBase::new(&self.flow.base, d, draw.temperature);
         io.rows.par_chunks_mut(TILE_ROWS * d).zip(io.per_row.par_chunks_mut(TILE_ROWS)).enumerate().for_each_init(
             || (Workspace::new(&self.plan), vec![0.0; d]),
             |(ws, eps), (t, (x, log_q))| {
