@@ -47,6 +47,20 @@ impl StateDict {
         Ok(StateDict { tensors, used: BTreeSet::new() })
     }
 
+    /// A state_dict held in memory: (key, shape, values in row-major order) per tensor, e.g.
+    /// read from a live PyTorch module. A shape whose size is not the number of values is an
+    /// error naming the key.
+    pub fn from_tensors(tensors: impl IntoIterator<Item = (String, Vec<usize>, Vec<f64>)>) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for (name, shape, values) in tensors {
+            if shape.iter().product::<usize>() != values.len() {
+                return Err(convert_error(format!("key {name} has shape {shape:?} but {} values", values.len())));
+            }
+            map.insert(name, (shape, values));
+        }
+        Ok(StateDict { tensors: map, used: BTreeSet::new() })
+    }
+
     /// The values of `name` (marking it used); its shape must have `len` elements in total.
     fn take(&mut self, name: &str, len: usize) -> Result<Vec<f64>> {
         let (shape, values) = self.tensors.get(name).ok_or_else(|| convert_error(format!("missing key {name}")))?;

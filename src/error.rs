@@ -23,6 +23,9 @@ pub enum Error {
     /// A caller-supplied argument is out of range.
     #[error("invalid argument: {0}")]
     Argument(String),
+    /// The caller asked a long run to stop (Ctrl-C in Python); no output was written.
+    #[error("interrupted")]
+    Interrupted,
     /// Underlying I/O failure, with the path involved.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -29,15 +29,31 @@ pub struct StreamOptions {
     pub output_dtype: NpyDtype,
     /// Show a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Asked between chunks; `true` stops the run with [`Error::Interrupted`] and writes no
+    /// output (the Python package hooks Ctrl-C here).
+    pub interrupted: fn() -> bool,
+}
+
+fn never() -> bool {
+    false
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { chunk_rows: 0, output_dtype: NpyDtype::F32, progress: true }
+        StreamOptions { chunk_rows: 0, output_dtype: NpyDtype::F32, progress: true, interrupted: never }
     }
 }
 
 impl StreamOptions {
+    /// [`Error::Interrupted`] when [`StreamOptions::interrupted`] says so.
+    fn check_interrupted(&self) -> Result<()> {
+        if (self.interrupted)() {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Rows per chunk for `engine`: the requested or default size, rounded up to the engine's
     /// row alignment.
     fn rows_per_chunk(&self, engine: &dyn Engine) -> usize {
@@ -212,6 +228,7 @@ fn score_in<T: Real>(
             w.write(&logp)?;
         }
         bar.inc(n as u64);
+        opts.check_interrupted()?;
     }
     if let Some(w) = writer {
         w.finish()?;
@@ -278,6 +295,7 @@ fn transform_in<T: Real>(
             w.write(&ld)?;
         }
         bar.inc(n as u64);
+        opts.check_interrupted()?;
     }
     out.finish()?;
     if let Some(w) = ld_out {
@@ -336,6 +354,7 @@ fn sample_in<T: Real>(
         }
         done += m;
         bar.inc(m as u64);
+        opts.check_interrupted()?;
     }
     out.finish()?;
     if let Some(w) = lq_out {

@@ -44,6 +44,7 @@
 use std::fmt;
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::engine::{Engine, LogLikelihoodSum};
 use crate::error::{Error, Result};
@@ -59,7 +60,7 @@ pub const FLOAT32_TOLERANCE: f64 = 2e-4;
 pub const YARDSTICK_FACTOR: f64 = 16.0;
 
 /// The check of one output (z, a log-det, log p or the inverse x) over all rows.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct OutputCheck {
     /// Rows compared (finite input, reference within float32 range).
     pub compared: usize,
@@ -90,7 +91,7 @@ impl OutputCheck {
 }
 
 /// The mean log-likelihood of engine and reference over the rows finite in both and in range.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct MeanCheck {
     pub rows: usize,
     pub engine: f64,
@@ -100,7 +101,7 @@ pub struct MeanCheck {
 }
 
 /// The engine's own batch reduction against its per-row log p values.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ReductionCheck {
     /// Rows and finite rows the reduction counted.
     pub rows: u64,
@@ -121,7 +122,7 @@ impl ReductionCheck {
 }
 
 /// The result of [`verify`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
     pub engine: String,
     pub rows: usize,

@@ -48,6 +48,7 @@ impl Common {
             chunk_rows: self.chunk_rows,
             output_dtype: if self.f64 { NpyDtype::F64 } else { NpyDtype::F32 },
             progress: !self.quiet,
+            ..StreamOptions::default()
         }
     }
 
