@@ -274,7 +274,8 @@ impl Engine {
     }
 
     /// Scores a `.npy` file (`[N, D]`) in bounded memory, writing per-row log p `[N]` to
-    /// `output` (atomically) if given; the CLI's summary as JSON.
+    /// `output` (atomically) if given; the CLI's summary as JSON. `chunk_rows` 0: this
+    /// engine's interruptible chunk.
     #[pyo3(signature = (input, output = None, chunk_rows = 0, float64_output = false))]
     fn score_file(
         &self,
@@ -285,7 +286,7 @@ impl Engine {
         float64_output: bool,
     ) -> PyResult<String> {
         let options = StreamOptions {
-            chunk_rows,
+            chunk_rows: if chunk_rows == 0 { self.chunk_rows } else { chunk_rows },
             output_dtype: if float64_output { realnvp::npy::NpyDtype::F64 } else { realnvp::npy::NpyDtype::F32 },
             ..stream_options()
         };

@@ -17,11 +17,11 @@ F32_TOL = 2e-4
 
 
 def rel_err(a, ref):
-    """Largest |a − ref| / (1 + |ref|), NaN where both are NaN counted as equal."""
+    """Largest |a − ref| / (1 + |ref|); equal values (infinities too) and NaN against NaN count as 0."""
     a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
     both_nan = np.isnan(a) & np.isnan(ref)
     err = np.abs(a - ref) / (1 + np.abs(ref))
-    err[both_nan] = 0
+    err[both_nan | (a == ref)] = 0
     return float(np.max(err, initial=0.0))
 
 
