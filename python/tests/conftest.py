@@ -65,7 +65,18 @@ def open_flow(path, device, **kw):
     kernels of the larger models for minutes; tests/gpu.rs covers the unrolled form."""
     if device.startswith("gpu"):
         kw.setdefault("kernel", "interpreted")
+        if not realnvp.devices() and os.environ.get("REALNVP_REQUIRE_GPU") != "1":
+            pytest.skip("no GPU adapter (install mesa-vulkan-drivers for lavapipe)")
     return realnvp.load(path, device=device, **kw)
+
+
+def float32_engines():
+    """(device, kernel) of the float32 engines to check: native, and the GPU where there is an
+    adapter (always under REALNVP_REQUIRE_GPU=1, as in CI)."""
+    engines = [("native", "auto")]
+    if realnvp.devices() or os.environ.get("REALNVP_REQUIRE_GPU") == "1":
+        engines.append(("gpu", "interpreted"))
+    return engines
 
 
 def rows(n, d, seed, scale=1.5):

@@ -17,7 +17,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import realnvp  # noqa: E402
-from conftest import F32_TOL, rel_err  # noqa: E402
+from conftest import F32_TOL, float32_engines, rel_err  # noqa: E402
 
 torch.manual_seed(0)
 
@@ -170,7 +170,7 @@ def test_normflows_model_through_every_engine(name):
     truth = normflows_truth(model, x)
     torch32 = normflows_truth(copy.deepcopy(model).float(), x.astype(np.float32), truth[1].astype(np.float32))
     check_against(realnvp.from_normflows(model, device="cpu"), truth, x, 1e-9)
-    for device, kernel in [("native", "auto"), ("gpu", "interpreted")]:
+    for device, kernel in float32_engines():
         flow = realnvp.from_normflows(model, device=device, kernel=kernel)
         check_against(flow, truth, x, F32_TOL, yardstick=torch32)
         assert flow.verify(x).passed
@@ -188,7 +188,7 @@ def test_nflows_simple_realnvp_through_every_engine(activation, batch_norm):
         x = model._transform.inverse(torch.from_numpy(data(7, seed=5)))[0].numpy()
     truth = nflows_truth(model, x)
     torch32 = nflows_truth(copy.deepcopy(model).float(), x.astype(np.float32), truth[1].astype(np.float32))
-    for device, kernel in [("native", "auto"), ("gpu", "interpreted")]:
+    for device, kernel in float32_engines():
         check_against(realnvp.from_nflows(model, device=device, kernel=kernel), truth, x, F32_TOL, yardstick=torch32)
 
 
