@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use numpy::{Element, PyArray1, PyArray2};
+use numpy::Element;
 use pyo3::prelude::*;
 use realnvp::device::open_engine;
 use realnvp::engine::{LogLikelihoodSum, Pass};
@@ -137,8 +137,8 @@ fn interrupted() -> bool {
     Python::attach(|py| py.check_signals().is_err())
 }
 
-/// Output arrays of one pass: rows `[n, D]` (empty for log p) and one value per row `[n]`.
-type PassOut<'py, T> = (Option<Bound<'py, PyArray2<T>>>, Bound<'py, PyArray1<T>>);
+/// Outputs of one pass: rows `[n, D]` row-major (empty for log p) and one value per row `[n]`.
+type PassOut<T> = (Vec<T>, Vec<T>);
 
 impl Engine {
     /// Runs `f` in this engine's thread pool with the GIL released.
@@ -150,11 +150,11 @@ impl Engine {
     }
 
     /// `pass` over the rows of `x` in the engine's precision `T`.
-    fn pass<'py, T: Real + Element>(&self, py: Python<'py>, pass: Pass, x: &Bound<'py, PyAny>) -> PyResult<PassOut<'py, T>> {
+    fn pass<T: Real + Element>(&self, py: Python<'_>, pass: Pass, x: &Bound<'_, PyAny>) -> PyResult<PassOut<T>> {
         let d = self.engine.flow().dim;
         let what = if pass == Pass::ToData { "z" } else { "x" };
         let maps = pass.maps_rows();
-        let (rows, per_row) = with_rows::<T, _>(x, d, what, |input, n| {
+        with_rows::<T, _>(x, d, what, |input, n| {
             let mut rows = vec![T::zero(); if maps { n * d } else { 0 }];
             let mut per_row = vec![T::zero(); n];
             let mut sum = LogLikelihoodSum::default();
@@ -171,14 +171,11 @@ impl Engine {
                 start = end;
             }
             Ok((rows, per_row))
-        })?;
-        let n = per_row.len();
-        let rows = if pass.maps_rows() { Some(rows_out(py, rows, n, d)?) } else { None };
-        Ok((rows, values_out(py, per_row)))
+        })
     }
 
     /// Rows `first_row…` of `seed`'s sample stream in the engine's precision `T`.
-    fn sample_in<'py, T: Real + Element>(&self, py: Python<'py>, n: usize, draw: Draw) -> PyResult<PassOut<'py, T>> {
+    fn sample_in<T: Real + Element>(&self, py: Python<'_>, n: usize, draw: Draw) -> PyResult<PassOut<T>> {
         let d = self.engine.flow().dim;
         draw.check(n).map_err(to_py)?;
         let mut x = vec![T::zero(); n * d];
@@ -191,7 +188,7 @@ impl Engine {
             self.detached(py, || engine.sample_rows(&draw, x, log_q)).map_err(to_py)?;
             py.check_signals()?;
         }
-        Ok((Some(rows_out(py, x, n, d)?), values_out(py, log_q)))
+        Ok((x, log_q))
     }
 }
 
@@ -235,9 +232,9 @@ impl Engine {
     /// log p(x) in nats, `[n]`, for x `[n, D]`.
     fn log_prob<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         Ok(if self.wide {
-            self.pass::<f64>(py, Pass::LogProb, x)?.1.into_any()
+            values_out(py, self.pass::<f64>(py, Pass::LogProb, x)?.1).into_any()
         } else {
-            self.pass::<f32>(py, Pass::LogProb, x)?.1.into_any()
+            values_out(py, self.pass::<f32>(py, Pass::LogProb, x)?.1).into_any()
         })
     }
 
@@ -263,14 +260,11 @@ impl Engine {
         temperature: f64,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let draw = Draw { seed, first_row, temperature };
-        let (x, log_q) = if self.wide {
-            let (x, q) = self.sample_in::<f64>(py, n, draw)?;
-            (x.map(Bound::into_any), q.into_any())
+        if self.wide {
+            self.sample_in::<f64>(py, n, draw).and_then(|out| self.arrays(py, out))
         } else {
-            let (x, q) = self.sample_in::<f32>(py, n, draw)?;
-            (x.map(Bound::into_any), q.into_any())
-        };
-        Ok((x.expect("sampling writes rows"), log_q))
+            self.sample_in::<f32>(py, n, draw).and_then(|out| self.arrays(py, out))
+        }
     }
 
     /// Scores a `.npy` file (`[N, D]`) in bounded memory, writing per-row log p `[N]` to
@@ -311,13 +305,16 @@ impl Engine {
 
 impl Engine {
     fn map_rows<'py>(&self, py: Python<'py>, pass: Pass, x: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let (rows, per_row) = if self.wide {
-            let (r, v) = self.pass::<f64>(py, pass, x)?;
-            (r.map(Bound::into_any), v.into_any())
+        if self.wide {
+            self.pass::<f64>(py, pass, x).and_then(|out| self.arrays(py, out))
         } else {
-            let (r, v) = self.pass::<f32>(py, pass, x)?;
-            (r.map(Bound::into_any), v.into_any())
-        };
-        Ok((rows.expect("a mapping pass writes rows"), per_row))
+            self.pass::<f32>(py, pass, x).and_then(|out| self.arrays(py, out))
+        }
+    }
+
+    /// Rows `[n, D]` and values `[n]` as NumPy arrays (no copy).
+    fn arrays<'py, T: Element>(&self, py: Python<'py>, (rows, per_row): PassOut<T>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let n = per_row.len();
+        Ok((rows_out(py, rows, n, self.engine.flow().dim)?.into_any(), values_out(py, per_row).into_any()))
     }
 }
