@@ -207,3 +207,16 @@ def test_info_and_repr(models):
     assert "D=5, 4 layers" in repr(flow) and flow.engine in repr(flow)
     assert realnvp.load(models["d5_tanh"], device="cpu").dtype == np.float64
     assert isinstance(realnvp.devices(), list)
+
+
+def test_readme_example_runs(models):
+    """python/examples/quickstart.py, the README's Python example, runs and passes its verify."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "python" / "examples" / "quickstart.py"), str(models["d5_tanh"]),
+                           "--device", "native"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout and "<realnvp.Flow D=5" in done.stdout
