@@ -69,7 +69,8 @@ fn rows_depend_only_on_seed_and_row_index() {
         // streamed to a file in chunks of 1, 7 and 4096 rows
         for chunk_rows in [1, 7, 4096] {
             let path = dir.path().join(format!("s{chunk_rows}.npy"));
-            let opts = StreamOptions { chunk_rows, output_dtype: NpyDtype::F32, progress: false, ..StreamOptions::default() };
+            let opts =
+                StreamOptions { chunk_rows, output_dtype: NpyDtype::F32, progress: false, ..StreamOptions::default() };
             sample_to_file(engine.as_ref(), 1000, &draw, &path, None, &opts).unwrap();
             let (file, _, _) = read_all(&path).unwrap();
             assert!(file.iter().zip(&x).all(|(f, &v)| *f == f64::from(v)), "{name}: chunks of {chunk_rows}");

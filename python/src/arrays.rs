@@ -67,7 +67,12 @@ where
 }
 
 /// `[n, d]` rows into a NumPy array (no copy).
-pub fn rows_out<'py, T: Element>(py: Python<'py>, values: Vec<T>, n: usize, d: usize) -> PyResult<Bound<'py, PyArray2<T>>> {
+pub fn rows_out<'py, T: Element>(
+    py: Python<'py>,
+    values: Vec<T>,
+    n: usize,
+    d: usize,
+) -> PyResult<Bound<'py, PyArray2<T>>> {
     let array = Array2::from_shape_vec((n, d), values).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(array.into_pyarray(py))
 }

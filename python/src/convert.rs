@@ -63,6 +63,7 @@ pub fn normflows_model(
 /// An nflows `SimpleRealNVP` from its state_dict and its constructor arguments.
 #[pyfunction]
 #[pyo3(signature = (tensors, features, hidden, layers, blocks_per_layer, batch_norm_between, activation))]
+#[allow(clippy::too_many_arguments)]
 pub fn nflows_model(
     py: Python<'_>,
     tensors: Vec<(String, PyReadonlyArrayDyn<'_, f64>)>,

@@ -297,14 +297,20 @@ impl Engine {
         let report = with_rows::<f64, _>(x, d, "x", |rows, _| {
             self.detached(py, || realnvp::verify::verify(self.engine.as_ref(), rows)).map_err(to_py)
         })?;
-        let mut value = serde_json::to_value(&report).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        let mut value =
+            serde_json::to_value(&report).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
         value["passed"] = report.passed().into();
         Ok((json(&value)?, report.to_string()))
     }
 }
 
 impl Engine {
-    fn map_rows<'py>(&self, py: Python<'py>, pass: Pass, x: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    fn map_rows<'py>(
+        &self,
+        py: Python<'py>,
+        pass: Pass,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         if self.wide {
             self.pass::<f64>(py, pass, x).and_then(|out| self.arrays(py, out))
         } else {
@@ -313,7 +319,11 @@ impl Engine {
     }
 
     /// Rows `[n, D]` and values `[n]` as NumPy arrays (no copy).
-    fn arrays<'py, T: Element>(&self, py: Python<'py>, (rows, per_row): PassOut<T>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    fn arrays<'py, T: Element>(
+        &self,
+        py: Python<'py>,
+        (rows, per_row): PassOut<T>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let n = per_row.len();
         Ok((rows_out(py, rows, n, self.engine.flow().dim)?.into_any(), values_out(py, per_row).into_any()))
     }
