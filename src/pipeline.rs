@@ -1,5 +1,6 @@
 //! Streaming over files of any length: read a chunk → evaluate → reduce → write, with memory
-//! bounded by the chunk size. Outputs appear only when complete (see [`crate::npy`]).
+//! bounded by the chunk size. Files are `.npy` arrays or Parquet tables ([`crate::parquet`]),
+//! by extension. Outputs appear only when complete (see [`crate::npy`]).
 //!
 //! Rows stay in one precision from file to file: float32 when the input file and the
 //! outputs are float32 (a float32 engine then converts nothing on the host), else float64.
@@ -8,13 +9,17 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
+use arrow_array::ArrayRef;
+use arrow_buffer::NullBuffer;
+use arrow_schema::Field;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
-use crate::real::Real;
+use crate::parquet::{is_parquet, ParquetReader, ParquetWriter};
+use crate::real::{Io, Real};
 use crate::sample::Draw;
 
 /// Host memory per chunk of input rows (as float64) that the default chunk size aims for.
@@ -29,6 +34,11 @@ pub struct StreamOptions {
     pub output_dtype: NpyDtype,
     /// Show a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Parquet input: the feature columns, in the model's order (empty: every column not kept,
+    /// in file order).
+    pub columns: Vec<String>,
+    /// Parquet input: columns copied to a Parquet output next to the results (e.g. an id).
+    pub keep: Vec<String>,
     /// Asked between chunks; `true` stops the run with [`Error::Interrupted`] and writes no
     /// output (the Python package hooks Ctrl-C here).
     pub interrupted: fn() -> bool,
@@ -40,7 +50,14 @@ fn never() -> bool {
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        StreamOptions { chunk_rows: 0, output_dtype: NpyDtype::F32, progress: true, interrupted: never }
+        StreamOptions {
+            chunk_rows: 0,
+            output_dtype: NpyDtype::F32,
+            progress: true,
+            columns: Vec::new(),
+            keep: Vec::new(),
+            interrupted: never,
+        }
     }
 }
 
@@ -155,24 +172,179 @@ impl std::fmt::Display for TransformSummary {
 }
 
 /// The precision rows are streamed in: float32 only when nothing on either side is float64.
-fn working_dtype(reader: &NpyReader, opts: &StreamOptions) -> NpyDtype {
-    if reader.dtype() == NpyDtype::F32 && opts.output_dtype == NpyDtype::F32 {
+fn working_dtype(input: NpyDtype, opts: &StreamOptions) -> NpyDtype {
+    if input == NpyDtype::F32 && opts.output_dtype == NpyDtype::F32 {
         NpyDtype::F32
     } else {
         NpyDtype::F64
     }
 }
 
-fn open_input(engine: &dyn Engine, input: &Path) -> Result<NpyReader> {
-    let reader = NpyReader::open(input)?;
-    let dim = engine.flow().dim;
-    if reader.cols() != dim {
-        return Err(Error::Data {
-            path: input.to_owned(),
-            reason: Error::Dimension { model: dim, input: reader.cols() }.to_string(),
-        });
+/// Where rows come from: a `.npy` array `[N, D]`, or the feature columns of a Parquet table
+/// (by extension; [`crate::parquet`]).
+enum Source {
+    Npy(NpyReader),
+    Parquet(ParquetReader),
+}
+
+/// One chunk of rows read from a [`Source`]: its row count, the rows with a null feature
+/// (Parquet), and the kept columns (Parquet `--keep`).
+struct Chunk {
+    rows: usize,
+    nulls: Option<NullBuffer>,
+    kept: Vec<ArrayRef>,
+}
+
+impl Source {
+    /// Opens `input` for `engine`'s flow; its width must be D.
+    fn open(engine: &dyn Engine, input: &Path, opts: &StreamOptions) -> Result<Source> {
+        let source = if is_parquet(input) {
+            Source::Parquet(ParquetReader::open(input, &opts.columns, &opts.keep, opts.rows_per_chunk(engine))?)
+        } else if !opts.columns.is_empty() || !opts.keep.is_empty() {
+            return Err(Error::Argument("--columns and --keep apply to Parquet input (a .parquet file)".into()));
+        } else {
+            Source::Npy(NpyReader::open(input)?)
+        };
+        let (dim, cols) = (engine.flow().dim, source.cols());
+        if cols != dim {
+            return Err(Error::Data {
+                path: input.to_owned(),
+                reason: Error::Dimension { model: dim, input: cols }.to_string(),
+            });
+        }
+        Ok(source)
     }
-    Ok(reader)
+
+    fn rows(&self) -> usize {
+        match self {
+            Source::Npy(r) => r.rows(),
+            Source::Parquet(r) => r.rows(),
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Source::Npy(r) => r.cols(),
+            Source::Parquet(r) => r.cols(),
+        }
+    }
+
+    fn dtype(&self) -> NpyDtype {
+        match self {
+            Source::Npy(r) => r.dtype(),
+            Source::Parquet(r) => r.dtype(),
+        }
+    }
+
+    fn kept_fields(&self) -> &[Field] {
+        match self {
+            Source::Npy(_) => &[],
+            Source::Parquet(r) => r.kept_fields(),
+        }
+    }
+
+    /// The next chunk (at most `max_rows` rows) into `out`; `None` at the end.
+    fn read<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<Option<Chunk>> {
+        match self {
+            Source::Npy(r) => match r.read_rows(max_rows, out)? {
+                0 => Ok(None),
+                rows => Ok(Some(Chunk { rows, nulls: None, kept: Vec::new() })),
+            },
+            Source::Parquet(r) => {
+                Ok(r.read(out)?.map(|c| Chunk { rows: c.rows, nulls: c.nulls, kept: c.kept }))
+            }
+        }
+    }
+}
+
+/// What a pass writes: rows `[N, D]` (named `{prefix}0…` as Parquet columns) and/or one value
+/// per row `[N]` (named `per_row_name`).
+struct Outputs<'a> {
+    rows: Option<&'a Path>,
+    row_prefix: &'a str,
+    per_row: Option<&'a Path>,
+    per_row_name: &'a str,
+    /// Parquet: a `row` column of global row indices first (sampling).
+    row_index: bool,
+}
+
+/// Where results go: `.npy` files (rows and per-row values apart), or one Parquet table (the
+/// kept columns, then the rows' columns and the per-row column), chosen by the rows' path (or
+/// the per-row path when the pass writes no rows).
+enum Sink {
+    Npy { rows: Option<NpyWriter>, per_row: Option<NpyWriter> },
+    Parquet { writer: ParquetWriter, rows: bool, per_row: bool },
+}
+
+impl Sink {
+    fn create(out: &Outputs<'_>, n: usize, dim: usize, kept: &[Field], opts: &StreamOptions) -> Result<Sink> {
+        let table = out.rows.or(out.per_row).filter(|p| is_parquet(p));
+        if let Some(path) = table {
+            if out.rows.is_some() && out.per_row.is_some() {
+                return Err(Error::Argument(format!(
+                    "a Parquet output holds every result: {} gets the column {:?}; drop the separate {} output",
+                    path.display(),
+                    out.per_row_name,
+                    out.per_row_name
+                )));
+            }
+            let has_rows = out.rows.is_some();
+            let mut names: Vec<String> =
+                if has_rows { (0..dim).map(|j| format!("{}{j}", out.row_prefix)).collect() } else { Vec::new() };
+            names.push(out.per_row_name.to_owned());
+            let writer = ParquetWriter::create(path, kept, out.row_index, &names, opts.output_dtype)?;
+            return Ok(Sink::Parquet { writer, rows: has_rows, per_row: true });
+        }
+        if !kept.is_empty() {
+            return Err(Error::Argument("--keep needs a Parquet output (a .parquet file)".into()));
+        }
+        let rows = out.rows.map(|p| NpyWriter::create(p, &[n, dim], opts.output_dtype)).transpose()?;
+        let per_row = out.per_row.map(|p| NpyWriter::create(p, &[n], opts.output_dtype)).transpose()?;
+        Ok(Sink::Npy { rows, per_row })
+    }
+
+    /// Writes a chunk's results: `rows` `[n, D]` (empty for log p) and `per_row` `[n]`.
+    fn write<T: Real>(&mut self, chunk: Chunk, first_row: u64, rows: &[T], per_row: &[T]) -> Result<()> {
+        match self {
+            Sink::Npy { rows: r, per_row: p } => {
+                if let Some(w) = r {
+                    w.write(rows)?;
+                }
+                if let Some(w) = p {
+                    w.write(per_row)?;
+                }
+                Ok(())
+            }
+            Sink::Parquet { writer, rows: has_rows, per_row: has_per_row } => {
+                let n = per_row.len();
+                let mut columns: Vec<Vec<T>> = Vec::new();
+                if *has_rows && n > 0 {
+                    let dim = rows.len() / n;
+                    columns.extend((0..dim).map(|j| rows.iter().skip(j).step_by(dim).copied().collect()));
+                }
+                if *has_per_row {
+                    columns.push(per_row.to_vec());
+                }
+                let refs: Vec<&[T]> = columns.iter().map(Vec::as_slice).collect();
+                writer.write(chunk.kept, first_row, &refs, chunk.nulls.as_ref())
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Npy { rows, per_row } => {
+                if let Some(w) = rows {
+                    w.finish()?;
+                }
+                if let Some(w) = per_row {
+                    w.finish()?;
+                }
+                Ok(())
+            }
+            Sink::Parquet { writer, .. } => writer.finish(),
+        }
+    }
 }
 
 fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
@@ -187,8 +359,10 @@ fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// Scores every row of `input` (`.npy`, `[N, D]`); writes per-row log p `[N]` to `output` if
-/// given; returns the batch summary.
+/// Scores every row of `input` (`.npy` `[N, D]`, or a `.parquet` table's feature columns,
+/// see [`StreamOptions::columns`]); writes per-row log p `[N]` to `output` if given (`.npy`,
+/// or a `.parquet` table with the kept columns and `log_prob`; rows with a null feature get
+/// a null log p and count as non-finite); returns the batch summary.
 pub fn score_file(
     engine: &dyn Engine,
     input: &Path,
@@ -196,50 +370,20 @@ pub fn score_file(
     opts: &StreamOptions,
 ) -> Result<ScoreSummary> {
     let start = Instant::now();
-    let reader = open_input(engine, input)?;
-    let dim = reader.cols();
-    let sum = match working_dtype(&reader, opts) {
-        NpyDtype::F32 => score_in::<f32>(engine, reader, output, opts)?,
-        NpyDtype::F64 => score_in::<f64>(engine, reader, output, opts)?,
+    let source = Source::open(engine, input, opts)?;
+    let dim = source.cols();
+    let out = Outputs { rows: None, row_prefix: "", per_row: output, per_row_name: "log_prob", row_index: false };
+    let sum = match working_dtype(source.dtype(), opts) {
+        NpyDtype::F32 => stream::<f32>(engine, Pass::LogProb, source, &out, opts)?.0,
+        NpyDtype::F64 => stream::<f64>(engine, Pass::LogProb, source, &out, opts)?.0,
     };
     Ok(ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64()))
 }
 
-fn score_in<T: Real>(
-    engine: &dyn Engine,
-    mut reader: NpyReader,
-    output: Option<&Path>,
-    opts: &StreamOptions,
-) -> Result<LogLikelihoodSum> {
-    let rows = reader.rows();
-    let mut writer = output.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
-    let bar = progress_bar(opts, rows, "score");
-    let chunk = opts.rows_per_chunk(engine);
-    let (mut x, mut logp) = (Vec::<T>::new(), Vec::<T>::new());
-    let mut sum = LogLikelihoodSum::default();
-    loop {
-        let n = reader.read_rows(chunk, &mut x)?;
-        if n == 0 {
-            break;
-        }
-        logp.resize(n, T::zero());
-        engine.log_prob(&x, &mut logp, &mut sum)?;
-        if let Some(w) = writer.as_mut() {
-            w.write(&logp)?;
-        }
-        bar.inc(n as u64);
-        opts.check_interrupted()?;
-    }
-    if let Some(w) = writer {
-        w.finish()?;
-    }
-    bar.finish_and_clear();
-    Ok(sum)
-}
-
 /// Maps every row of `input` data→latent ([`Pass::ToLatent`]) or latent→data
 /// ([`Pass::ToData`]) into `output` `[N, D]`; writes the per-row log-det `[N]` of that map to
-/// `logdet` if given.
+/// `logdet` if given. A `.parquet` output holds the kept columns, `z0…` (data→latent) or
+/// `x0…` (latent→data), and `logdet`.
 pub fn transform_file(
     engine: &dyn Engine,
     pass: Pass,
@@ -252,62 +396,55 @@ pub fn transform_file(
         return Err(Error::Argument("transform_file maps rows; use score_file for log p".into()));
     }
     let start = Instant::now();
-    let reader = open_input(engine, input)?;
-    let rows = reader.rows();
-    let nonfinite = match working_dtype(&reader, opts) {
-        NpyDtype::F32 => transform_in::<f32>(engine, pass, reader, output, logdet, opts)?,
-        NpyDtype::F64 => transform_in::<f64>(engine, pass, reader, output, logdet, opts)?,
+    let source = Source::open(engine, input, opts)?;
+    let rows = source.rows();
+    let prefix = if pass == Pass::ToLatent { "z" } else { "x" };
+    let out = Outputs { rows: Some(output), row_prefix: prefix, per_row: logdet, per_row_name: "logdet", row_index: false };
+    let nonfinite = match working_dtype(source.dtype(), opts) {
+        NpyDtype::F32 => stream::<f32>(engine, pass, source, &out, opts)?.1,
+        NpyDtype::F64 => stream::<f64>(engine, pass, source, &out, opts)?.1,
     };
     Ok(transform_summary(engine, rows, nonfinite, start))
 }
 
-/// [`transform_file`] in precision `T`; returns the number of non-finite output rows.
-fn transform_in<T: Real>(
+/// Streams `source` through `pass` into the outputs; returns the reduction (log p) and the
+/// number of rows with a non-finite output.
+fn stream<T: Real>(
     engine: &dyn Engine,
     pass: Pass,
-    mut reader: NpyReader,
-    output: &Path,
-    logdet: Option<&Path>,
+    mut source: Source,
+    out: &Outputs<'_>,
     opts: &StreamOptions,
-) -> Result<u64> {
-    let (rows, dim) = (reader.rows(), reader.cols());
-    let mut out = NpyWriter::create(output, &[rows, dim], opts.output_dtype)?;
-    let mut ld_out = logdet.map(|p| NpyWriter::create(p, &[rows], opts.output_dtype)).transpose()?;
+) -> Result<(LogLikelihoodSum, u64)> {
+    let (rows, dim) = (source.rows(), source.cols());
+    let mut sink = Sink::create(out, rows, dim, source.kept_fields(), opts)?;
     let bar = progress_bar(opts, rows, pass.label());
-    let chunk = opts.rows_per_chunk(engine);
-    let (mut x, mut y, mut ld) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new());
-    let mut nonfinite = 0u64;
-    loop {
-        let n = reader.read_rows(chunk, &mut x)?;
-        if n == 0 {
-            break;
+    let chunk_rows = opts.rows_per_chunk(engine);
+    let (mut x, mut y, mut per_row) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<T>::new());
+    let mut sum = LogLikelihoodSum::default();
+    let (mut done, mut nonfinite) = (0u64, 0u64);
+    while let Some(chunk) = source.read(chunk_rows, &mut x)? {
+        let n = chunk.rows;
+        y.resize(if pass.maps_rows() { n * dim } else { 0 }, T::zero());
+        per_row.resize(n, T::zero());
+        engine.run(pass, T::batch(Io { input: &x, rows: &mut y, per_row: &mut per_row }), &mut sum)?;
+        if pass.maps_rows() {
+            nonfinite += count_nonfinite_rows(&y, &per_row, dim);
         }
-        y.resize(n * dim, T::zero());
-        ld.resize(n, T::zero());
-        if pass == Pass::ToLatent {
-            engine.forward_to_latent(&x, &mut y, &mut ld)?;
-        } else {
-            engine.inverse_to_data(&x, &mut y, &mut ld)?;
-        }
-        nonfinite += count_nonfinite_rows(&y, &ld, dim);
-        out.write(&y)?;
-        if let Some(w) = ld_out.as_mut() {
-            w.write(&ld)?;
-        }
+        sink.write(chunk, done, &y, &per_row)?;
+        done += n as u64;
         bar.inc(n as u64);
         opts.check_interrupted()?;
     }
-    out.finish()?;
-    if let Some(w) = ld_out {
-        w.finish()?;
-    }
+    sink.finish()?;
     bar.finish_and_clear();
-    Ok(nonfinite)
+    Ok((sum, nonfinite))
 }
 
 /// Draws `n` rows from the model — rows `draw.first_row…` of `draw.seed`'s stream, at
 /// `draw.temperature` ([`crate::sample`]) — into `output` `[n, D]`, and their log q `[n]` into
-/// `log_q` if given. Memory is bounded by the chunk size; the rows do not depend on it.
+/// `log_q` if given. A `.parquet` output holds `row` (the global row index), `x0…` and
+/// `log_q`. Memory is bounded by the chunk size; the rows do not depend on it.
 pub fn sample_to_file(
     engine: &dyn Engine,
     n: usize,
@@ -318,25 +455,18 @@ pub fn sample_to_file(
 ) -> Result<TransformSummary> {
     draw.check(n)?;
     let start = Instant::now();
+    let out = Outputs { rows: Some(output), row_prefix: "x", per_row: log_q, per_row_name: "log_q", row_index: true };
     let nonfinite = match opts.output_dtype {
-        NpyDtype::F32 => sample_in::<f32>(engine, n, draw, output, log_q, opts)?,
-        NpyDtype::F64 => sample_in::<f64>(engine, n, draw, output, log_q, opts)?,
+        NpyDtype::F32 => sample_in::<f32>(engine, n, draw, &out, opts)?,
+        NpyDtype::F64 => sample_in::<f64>(engine, n, draw, &out, opts)?,
     };
     Ok(transform_summary(engine, n, nonfinite, start))
 }
 
 /// [`sample_to_file`] in precision `T`; returns the number of non-finite rows.
-fn sample_in<T: Real>(
-    engine: &dyn Engine,
-    n: usize,
-    draw: &Draw,
-    output: &Path,
-    log_q: Option<&Path>,
-    opts: &StreamOptions,
-) -> Result<u64> {
+fn sample_in<T: Real>(engine: &dyn Engine, n: usize, draw: &Draw, out: &Outputs<'_>, opts: &StreamOptions) -> Result<u64> {
     let dim = engine.flow().dim;
-    let mut out = NpyWriter::create(output, &[n, dim], opts.output_dtype)?;
-    let mut lq_out = log_q.map(|p| NpyWriter::create(p, &[n], opts.output_dtype)).transpose()?;
+    let mut sink = Sink::create(out, n, dim, &[], opts)?;
     let bar = progress_bar(opts, n, "sample");
     let chunk = opts.rows_per_chunk(engine);
     let (mut x, mut lq) = (Vec::<T>::new(), Vec::<T>::new());
@@ -348,18 +478,13 @@ fn sample_in<T: Real>(
         lq.resize(m, T::zero());
         engine.sample_rows(&draw.skip(done as u64), &mut x, &mut lq)?;
         nonfinite += count_nonfinite_rows(&x, &lq, dim);
-        out.write(&x)?;
-        if let Some(w) = lq_out.as_mut() {
-            w.write(&lq)?;
-        }
+        let rows = Chunk { rows: m, nulls: None, kept: Vec::new() };
+        sink.write(rows, draw.first_row + done as u64, &x, &lq)?;
         done += m;
         bar.inc(m as u64);
         opts.check_interrupted()?;
     }
-    out.finish()?;
-    if let Some(w) = lq_out {
-        w.finish()?;
-    }
+    sink.finish()?;
     bar.finish_and_clear();
     Ok(nonfinite)
 }

@@ -31,6 +31,14 @@ pub struct Common {
     /// Never draw a progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Parquet input: the feature columns in the model's order, comma-separated (default:
+    /// every column not kept, in file order). Columns must be float32 or float64; a null makes
+    /// the row's result null (counted as non-finite).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Parquet input and output: columns copied next to the results (e.g. --keep id).
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<String>,
 }
 
 /// `--kernel`, shared by every subcommand that opens a GPU engine.
@@ -48,6 +56,8 @@ impl Common {
             chunk_rows: self.chunk_rows,
             output_dtype: if self.f64 { NpyDtype::F64 } else { NpyDtype::F32 },
             progress: !self.quiet,
+            columns: self.columns.clone(),
+            keep: self.keep.clone(),
             ..StreamOptions::default()
         }
     }

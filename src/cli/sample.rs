@@ -1,4 +1,4 @@
-//! `realnvp sample`: rows drawn from the model into a `.npy` file.
+//! `realnvp sample`: rows drawn from the model into a `.npy` file or Parquet table (columns row, x0…, log_q).
 
 use std::path::PathBuf;
 
@@ -29,6 +29,7 @@ pub struct Args {
     /// N(μ, T²σ²), same flow), i.e. log p(x) at temperature 1.
     #[arg(long)]
     with_log_prob: Option<PathBuf>,
+    /// Rows [N, D] (.npy), or a .parquet table with row (the global row index), x0… and log_q.
     #[arg(long)]
     output: PathBuf,
     #[command(flatten)]

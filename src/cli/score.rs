@@ -1,4 +1,4 @@
-//! `realnvp score`: per-row log p(x) of a `.npy` file and the batch summary.
+//! `realnvp score`: per-row log p(x) of a `.npy` file or Parquet table, and the batch summary.
 
 use std::path::PathBuf;
 
@@ -12,9 +12,10 @@ use super::options::Common;
 pub struct Args {
     #[arg(long)]
     model: PathBuf,
+    /// Rows [N, D]: a .npy array, or a .parquet table (see --columns, --keep).
     #[arg(long)]
     input: PathBuf,
-    /// Per-row log p, shape [N].
+    /// Per-row log p [N] (.npy), or a .parquet table with the kept columns and log_prob.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Print the summary as one JSON object.

@@ -1,4 +1,4 @@
-//! `realnvp forward` (data→latent) and `realnvp inverse` (latent→data) of a `.npy` file.
+//! `realnvp forward` (data→latent) and `realnvp inverse` (latent→data) of a `.npy` file or Parquet table.
 
 use std::path::PathBuf;
 
@@ -13,10 +13,14 @@ use super::options::Common;
 pub struct Args {
     #[arg(long)]
     model: PathBuf,
+    /// Rows [N, D]: a .npy array, or a .parquet table (see --columns, --keep).
     #[arg(long)]
     input: PathBuf,
+    /// Mapped rows [N, D] (.npy), or a .parquet table with the kept columns, z0… (forward) or
+    /// x0… (inverse) and logdet.
     #[arg(long)]
     output: PathBuf,
+    /// The per-row log-det [N] (.npy; a Parquet output holds it as the column logdet).
     #[arg(long)]
     logdet: Option<PathBuf>,
     #[command(flatten)]

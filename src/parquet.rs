@@ -1,0 +1,264 @@
+//! Parquet tables in and out ([`ParquetReader`], [`ParquetWriter`]).
+//!
+//! Reading: the feature columns (float32 or float64, chosen by name, in the model's feature
+//! order) are read in record batches of a bounded number of rows and turned into row-major
+//! `[n, D]` rows; a null in any feature makes the row NaN (so its result is NaN, counted with
+//! the non-finite rows) and is remembered, so that the row's results are written as nulls.
+//! Columns to keep (`--keep id,…`) travel with their batch to the output untouched.
+//!
+//! Writing: results as float32 (or float64) columns next to the kept columns, to a temporary
+//! file in the destination directory that is renamed into place when complete (dropping an
+//! unfinished writer deletes it).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type};
+use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, RecordBatch, UInt64Array};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::npy::NpyDtype;
+use crate::real::Real;
+
+/// Whether `path` names a Parquet file (by its extension).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// One batch of rows read from a Parquet file.
+pub struct ParquetChunk {
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Rows with a null in some feature (their values are NaN); `None` when there are none.
+    pub nulls: Option<NullBuffer>,
+    /// The kept columns of these rows.
+    pub kept: Vec<ArrayRef>,
+}
+
+/// Reads the feature columns of a Parquet file in batches of rows.
+pub struct ParquetReader {
+    path: PathBuf,
+    batches: ParquetRecordBatchReader,
+    columns: Vec<String>,
+    keep: Vec<Field>,
+    dtype: NpyDtype,
+    rows: usize,
+}
+
+impl ParquetReader {
+    /// Opens `path`, reading the feature `columns` (in this order; all columns when empty, in
+    /// file order, except the `keep` ones) and keeping the `keep` columns, `batch_rows` rows at a
+    /// time.
+    pub fn open(path: &Path, columns: &[String], keep: &[String], batch_rows: usize) -> Result<Self> {
+        let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| data_err(format!("not a readable Parquet file: {e}")))?;
+        let schema = builder.schema().clone();
+        let rows = usize::try_from(builder.metadata().file_metadata().num_rows())
+            .map_err(|_| data_err("negative row count in the file metadata".into()))?;
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let index = |name: &str| {
+            names.iter().position(|n| *n == name).ok_or_else(|| {
+                data_err(format!("no column {name:?}; the file has {}", names.join(", ")))
+            })
+        };
+        let columns: Vec<String> = if columns.is_empty() {
+            names.iter().filter(|n| !keep.iter().any(|k| k == *n)).map(|n| n.to_string()).collect()
+        } else {
+            columns.to_vec()
+        };
+        let mut dtype = NpyDtype::F32;
+        let mut wanted = Vec::new();
+        for name in &columns {
+            let i = index(name)?;
+            match schema.field(i).data_type() {
+                DataType::Float32 => {}
+                DataType::Float64 => dtype = NpyDtype::F64,
+                other => {
+                    return Err(data_err(format!(
+                        "column {name:?} is {other}; feature columns must be float32 or float64 (cast it, or leave it out with --columns / keep it with --keep)"
+                    )))
+                }
+            }
+            wanted.push(i);
+        }
+        let mut kept = Vec::new();
+        for name in keep {
+            let i = index(name)?;
+            if columns.contains(name) {
+                return Err(data_err(format!("column {name:?} is both a feature and kept")));
+            }
+            kept.push(schema.field(i).clone());
+            wanted.push(i);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let batches = builder
+            .with_projection(mask)
+            .with_batch_size(batch_rows.max(1))
+            .build()
+            .map_err(|e| data_err(format!("cannot read: {e}")))?;
+        Ok(ParquetReader { path: path.to_owned(), batches, columns, keep: kept, dtype, rows })
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Feature columns D.
+    pub fn cols(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Feature column names, in order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Float64 when any feature column is float64.
+    pub fn dtype(&self) -> NpyDtype {
+        self.dtype
+    }
+
+    /// The kept columns' fields.
+    pub fn kept_fields(&self) -> &[Field] {
+        &self.keep
+    }
+
+    /// The next batch's features as row-major rows in `out` (cleared first); `None` at the end.
+    pub fn read<T: Real>(&mut self, out: &mut Vec<T>) -> Result<Option<ParquetChunk>> {
+        let batch = match self.batches.next() {
+            None => return Ok(None),
+            Some(b) => b.map_err(|e| Error::Data { path: self.path.clone(), reason: format!("cannot read: {e}") })?,
+        };
+        let (n, d) = (batch.num_rows(), self.columns.len());
+        out.clear();
+        out.resize(n * d, T::zero());
+        let mut null_rows: Option<Vec<bool>> = None;
+        for (j, name) in self.columns.iter().enumerate() {
+            let column = batch.column_by_name(name).ok_or_else(|| Error::Data {
+                path: self.path.clone(),
+                reason: format!("column {name:?} missing from a record batch"),
+            })?;
+            match column.data_type() {
+                DataType::Float32 => scatter(column.as_primitive::<Float32Type>().values(), |v| T::from_f32(*v), out, j, d),
+                _ => scatter(column.as_primitive::<Float64Type>().values(), |v| T::of(*v), out, j, d),
+            }
+            if let Some(nulls) = column.nulls().filter(|n| n.null_count() > 0) {
+                let rows = null_rows.get_or_insert_with(|| vec![false; n]);
+                for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+                    rows[i] = true;
+                    out[i * d + j] = T::nan();
+                }
+            }
+        }
+        let kept = self.keep.iter().filter_map(|f| batch.column_by_name(f.name()).cloned()).collect();
+        let nulls = null_rows.map(|rows| NullBuffer::from(rows.iter().map(|&null| !null).collect::<Vec<bool>>()));
+        Ok(Some(ParquetChunk { rows: n, nulls, kept }))
+    }
+}
+
+/// Column `j` of row-major `[n, d]` rows from a column's values.
+fn scatter<S, T: Copy>(values: &[S], convert: impl Fn(&S) -> T, out: &mut [T], j: usize, d: usize) {
+    for (row, v) in out.chunks_exact_mut(d).zip(values) {
+        row[j] = convert(v);
+    }
+}
+
+/// Writes record batches of result columns (next to kept columns) to a temporary file;
+/// [`ParquetWriter::finish`] renames it into place.
+pub struct ParquetWriter {
+    path: PathBuf,
+    writer: ArrowWriter<tempfile::NamedTempFile>,
+    schema: SchemaRef,
+    dtype: NpyDtype,
+    row_index: bool,
+}
+
+impl ParquetWriter {
+    /// Starts writing `path` with the `kept` fields, then `row` (u64) if `row_index`, then one
+    /// `dtype` column per name in `values` (nullable).
+    pub fn create(path: &Path, kept: &[Field], row_index: bool, values: &[String], dtype: NpyDtype) -> Result<Self> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+        let float = match dtype {
+            NpyDtype::F32 => DataType::Float32,
+            NpyDtype::F64 => DataType::Float64,
+        };
+        let mut fields: Vec<Field> = kept.to_vec();
+        if row_index {
+            fields.push(Field::new("row", DataType::UInt64, false));
+        }
+        fields.extend(values.iter().map(|name| Field::new(name, float.clone(), true)));
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.name() == f.name()) {
+                return Err(Error::Argument(format!(
+                    "output column {:?} would appear twice in {}",
+                    f.name(),
+                    path.display()
+                )));
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let writer = ArrowWriter::try_new(tmp, schema.clone(), Some(props))
+            .map_err(|e| Error::Data { path: path.to_owned(), reason: format!("cannot write Parquet: {e}") })?;
+        Ok(ParquetWriter { path: path.to_owned(), writer, schema, dtype, row_index })
+    }
+
+    /// Appends a batch: the kept columns, the row indices `first_row…` (when the file has a
+    /// `row` column) and the result columns, each `[n]`; `nulls` marks rows whose results are
+    /// written as null.
+    pub fn write<T: Real>(
+        &mut self,
+        kept: Vec<ArrayRef>,
+        first_row: u64,
+        results: &[&[T]],
+        nulls: Option<&NullBuffer>,
+    ) -> Result<()> {
+        let n = results.first().map_or(0, |c| c.len());
+        let mut columns = kept;
+        if self.row_index {
+            columns.push(Arc::new(UInt64Array::from_iter_values(first_row..first_row + n as u64)));
+        }
+        for values in results {
+            let array: ArrayRef = match self.dtype {
+                NpyDtype::F32 => {
+                    Arc::new(Float32Array::new(values.iter().map(|&v| Real::to_f32(v)).collect(), nulls.cloned()))
+                }
+                NpyDtype::F64 => Arc::new(Float64Array::new(values.iter().map(|&v| v.wide()).collect(), nulls.cloned())),
+            };
+            columns.push(array);
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| self.error(e))?;
+        self.writer.write(&batch).map_err(|e| self.error(e))
+    }
+
+    /// Completes the file and renames it into place.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path;
+        let tmp = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::Data { path: path.clone(), reason: format!("cannot write Parquet: {e}") })?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+        Ok(())
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> Error {
+        Error::Data { path: self.path.clone(), reason: format!("cannot write Parquet: {e}") }
+    }
+}

@@ -1,0 +1,279 @@
+//! Parquet in and out (issue #15): tables with mixed float32/float64 feature columns, an id
+//! column, nulls and NaNs scored in chunks across row groups equal the engine on the same rows;
+//! forward/inverse and sample round trips; every bad input is an error that writes nothing;
+//! memory stays bounded on a file larger than the chunk.
+
+mod common;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use realnvp::engine::LogLikelihoodSum;
+use realnvp::npy::NpyDtype;
+use realnvp::pipeline::{sample_to_file, score_file, transform_file, StreamOptions};
+use realnvp::random::reference_model;
+use realnvp::sample::Draw;
+use realnvp::{Device, Pass};
+
+use common::{gaussian_rows, tempdir};
+
+/// Columns id (i64), a (f32), b (f64), name (string), c (f32, NaN every 1000th row), d (f64,
+/// null every 997th row); row groups of `group` rows. Returns the rows [n, 4] as the file holds
+/// them (float32 columns rounded), nulls as NaN.
+fn write_table(path: &Path, n: usize, group: usize) -> Vec<f64> {
+    let x = gaussian_rows(n, 4, 15);
+    let col = |j: usize| (0..n).map(|i| x[i * 4 + j]).collect::<Vec<f64>>().into_iter();
+    let a: Vec<f32> = col(0).map(|v| v as f32).collect();
+    let b: Vec<f64> = col(1).collect();
+    let c: Vec<f32> = col(2).enumerate().map(|(i, v)| if i % 1000 == 7 { f32::NAN } else { v as f32 }).collect();
+    let d: Vec<Option<f64>> = col(3).enumerate().map(|(i, v)| (i % 997 != 3).then_some(v)).collect();
+    let mut rows = Vec::with_capacity(n * 4);
+    for i in 0..n {
+        rows.extend([f64::from(a[i]), b[i], f64::from(c[i]), d[i].unwrap_or(f64::NAN)]);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64))),
+        ("a", Arc::new(Float32Array::from(a))),
+        ("b", Arc::new(Float64Array::from(b))),
+        ("name", Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("r{i}"))))),
+        ("c", Arc::new(Float32Array::from(c))),
+        ("d", Arc::new(Float64Array::from(d))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(group)).build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    rows
+}
+
+fn read_table(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    arrow_select_concat(&batches)
+}
+
+/// Concatenates batches of one schema (a small stand-in for arrow_select::concat_batches).
+fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    let schema = batches[0].schema();
+    let columns = (0..schema.fields().len())
+        .map(|j| {
+            let parts: Vec<&dyn arrow_array::Array> = batches.iter().map(|b| b.column(j).as_ref()).collect();
+            arrow_select::concat::concat(&parts).unwrap()
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+fn options(chunk_rows: usize, columns: &[&str], keep: &[&str]) -> StreamOptions {
+    StreamOptions {
+        chunk_rows,
+        progress: false,
+        columns: columns.iter().map(|s| s.to_string()).collect(),
+        keep: keep.iter().map(|s| s.to_string()).collect(),
+        ..StreamOptions::default()
+    }
+}
+
+#[test]
+fn parquet_scores_equal_the_engine_on_the_same_rows() {
+    let dir = tempdir();
+    let input = dir.path().join("x.parquet");
+    let n = 10_000;
+    let rows = write_table(&input, n, 3000);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let mut want = vec![0.0f64; n];
+    let mut want_sum = LogLikelihoodSum::default();
+    engine.log_prob(&rows, &mut want, &mut want_sum).unwrap();
+    for chunk in [256, 1024, 4096] {
+        let out = dir.path().join(format!("lp{chunk}.parquet"));
+        let opts = options(chunk, &["a", "b", "c", "d"], &["id"]);
+        let summary = score_file(engine.as_ref(), &input, Some(&out), &opts).unwrap();
+        assert_eq!(summary.rows, n as u64);
+        // 10 NaN rows (c) and 11 null rows (d) count as non-finite
+        assert_eq!(summary.nonfinite_rows, 10 + 11);
+        assert_eq!(summary.mean_log_likelihood, want_sum.mean(), "chunk {chunk}");
+        let table = read_table(&out);
+        assert_eq!(table.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "log_prob"]);
+        let ids = table.column(0).as_primitive::<Int64Type>();
+        assert!(ids.values().iter().enumerate().all(|(i, &id)| id == i as i64), "ids kept in order");
+        let logp = table.column(1).as_primitive::<Float32Type>();
+        for i in 0..n {
+            if i % 997 == 3 {
+                assert!(logp.is_null(i), "row {i} has a null feature: null log p");
+            } else if i % 1000 == 7 {
+                assert!(logp.value(i).is_nan(), "row {i} has a NaN feature: NaN log p");
+            } else {
+                assert_eq!(logp.value(i), want[i] as f32, "row {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn column_order_comes_from_columns_and_float64_output_from_f64() {
+    let dir = tempdir();
+    let input = dir.path().join("x.parquet");
+    let rows = write_table(&input, 500, 200);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Cpu).unwrap();
+    // reversed column order = reversed features
+    let reversed: Vec<f64> = rows.chunks(4).flat_map(|r| [r[3], r[2], r[1], r[0]]).collect();
+    let mut want = vec![0.0f64; 500];
+    engine.log_prob(&reversed, &mut want, &mut LogLikelihoodSum::default()).unwrap();
+    let out = dir.path().join("lp.parquet");
+    let opts = StreamOptions { output_dtype: NpyDtype::F64, ..options(128, &["d", "c", "b", "a"], &[]) };
+    score_file(engine.as_ref(), &input, Some(&out), &opts).unwrap();
+    let logp = read_table(&out).column(0).as_primitive::<Float64Type>().clone();
+    for (i, w) in want.iter().enumerate() {
+        if i % 997 != 3 && i % 1000 != 7 {
+            assert_eq!(logp.value(i), *w, "row {i}");
+        }
+    }
+}
+
+#[test]
+fn forward_then_inverse_through_parquet_round_trips() {
+    let dir = tempdir();
+    let input = dir.path().join("x.parquet");
+    let rows = write_table(&input, 3000, 1000);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let z = dir.path().join("z.parquet");
+    transform_file(engine.as_ref(), Pass::ToLatent, &input, &z, None, &options(512, &["a", "b", "c", "d"], &["id", "name"]))
+        .unwrap();
+    let back = dir.path().join("x_back.parquet");
+    transform_file(engine.as_ref(), Pass::ToData, &z, &back, None, &options(700, &["z0", "z1", "z2", "z3"], &["id"])).unwrap();
+    let zt = read_table(&z);
+    let names: Vec<String> = zt.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["id", "name", "z0", "z1", "z2", "z3", "logdet"]);
+    let bt = read_table(&back);
+    let ld_fwd = zt.column(6).as_primitive::<Float32Type>();
+    let ld_inv = bt.column(5).as_primitive::<Float32Type>();
+    for i in (0..3000).filter(|i| i % 997 != 3 && i % 1000 != 7) {
+        for j in 0..4 {
+            let x = bt.column(1 + j).as_primitive::<Float32Type>().value(i) as f64;
+            assert!((x - rows[i * 4 + j]).abs() <= 1e-4 * (1.0 + rows[i * 4 + j].abs()), "row {i} feature {j}");
+        }
+        assert!((ld_fwd.value(i) + ld_inv.value(i)).abs() <= 1e-4, "row {i}: log-dets cancel");
+    }
+    assert!(zt.column(2).is_null(3) && bt.column(1).is_null(3), "a null feature stays null through both maps");
+}
+
+#[test]
+fn parquet_samples_equal_npy_samples_row_for_row() {
+    let dir = tempdir();
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let draw = Draw { seed: 9, first_row: 1_000, temperature: 0.9 };
+    let (npy, lq, pq) = (dir.path().join("s.npy"), dir.path().join("q.npy"), dir.path().join("s.parquet"));
+    sample_to_file(engine.as_ref(), 2500, &draw, &npy, Some(&lq), &options(1000, &[], &[])).unwrap();
+    sample_to_file(engine.as_ref(), 2500, &draw, &pq, None, &options(333, &[], &[])).unwrap();
+    let (x, _, _) = realnvp::npy::read_all(&npy).unwrap();
+    let (q, _, _) = realnvp::npy::read_all(&lq).unwrap();
+    let t = read_table(&pq);
+    let row = t.column(0).as_primitive::<UInt64Type>();
+    for i in 0..2500 {
+        assert_eq!(row.value(i), 1000 + i as u64);
+        for j in 0..4 {
+            assert_eq!(t.column(1 + j).as_primitive::<Float32Type>().value(i) as f64, x[i * 4 + j]);
+        }
+        assert_eq!(t.column(5).as_primitive::<Float32Type>().value(i) as f64, q[i]);
+    }
+}
+
+#[test]
+fn bad_parquet_input_is_a_clear_error_that_writes_nothing() {
+    let dir = tempdir();
+    let input = dir.path().join("x.parquet");
+    write_table(&input, 100, 50);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let out = dir.path().join("out.parquet");
+    let cases: Vec<(StreamOptions, &str)> = vec![
+        (options(0, &[], &[]), "column \"id\" is Int64; feature columns must be float32 or float64"),
+        (options(0, &[], &["id"]), "column \"name\" is Utf8"),
+        (options(0, &["a", "b", "c", "e"], &[]), "no column \"e\"; the file has id, a, b, name, c, d"),
+        (options(0, &["a", "b", "c"], &[]), "the model has D = 4 but the input has 3 columns"),
+        (options(0, &["a", "b", "c", "d"], &["a"]), "column \"a\" is both a feature and kept"),
+        (options(0, &["a", "b", "c", "d"], &["nope"]), "no column \"nope\""),
+    ];
+    for (opts, message) in cases {
+        let err = score_file(engine.as_ref(), &input, Some(&out), &opts).unwrap_err().to_string();
+        assert!(err.contains(message), "{err}");
+        assert!(!out.exists());
+    }
+    let npy_out = dir.path().join("lp.npy");
+    let err = score_file(engine.as_ref(), &input, Some(&npy_out), &options(0, &["a", "b", "c", "d"], &["id"])).unwrap_err();
+    assert!(err.to_string().contains("--keep needs a Parquet output"), "{err}");
+    assert!(!npy_out.exists());
+    let err = transform_file(
+        engine.as_ref(),
+        Pass::ToLatent,
+        &input,
+        &out,
+        Some(&dir.path().join("ld.npy")),
+        &options(0, &["a", "b", "c", "d"], &[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("gets the column \"logdet\""), "{err}");
+    let not_parquet = dir.path().join("bad.parquet");
+    std::fs::write(&not_parquet, b"PAR1 this is not a parquet file").unwrap();
+    let err = score_file(engine.as_ref(), &not_parquet, None, &options(0, &[], &[])).unwrap_err();
+    assert!(err.to_string().contains("not a readable Parquet file"), "{err}");
+    let npy_in = dir.path().join("x.npy");
+    realnvp::npy::write_all(&npy_in, &[3, 4], &[0.0f32; 12], NpyDtype::F32).unwrap();
+    let err = score_file(engine.as_ref(), &npy_in, None, &options(0, &["a"], &[])).unwrap_err();
+    assert!(err.to_string().contains("--columns and --keep apply to Parquet input"), "{err}");
+}
+
+#[test]
+fn parquet_scoring_memory_stays_bounded_on_a_file_larger_than_the_chunk() {
+    // 4·10⁶ rows × 4 float32 features = 64 MB of features (plus 32 MB of ids), chunks of 2¹⁶ rows
+    let dir = tempdir();
+    let input = dir.path().join("big.parquet");
+    let n = 4_000_000usize;
+    let schema_batch = |start: usize, len: usize| {
+        let x: Vec<f32> = (start..start + len).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from_iter_values((start..start + len).map(|i| i as i64)))),
+            ("a", Arc::new(Float32Array::from(x.clone()))),
+            ("b", Arc::new(Float32Array::from(x.iter().map(|v| -v).collect::<Vec<_>>()))),
+            ("c", Arc::new(Float32Array::from(x.iter().map(|v| v * 0.5).collect::<Vec<_>>()))),
+            ("d", Arc::new(Float32Array::from(x))),
+        ];
+        RecordBatch::try_from_iter(cols).unwrap()
+    };
+    let first = schema_batch(0, 1);
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(1 << 18)).build();
+    let mut w = ArrowWriter::try_new(File::create(&input).unwrap(), first.schema(), Some(props)).unwrap();
+    for start in (0..n).step_by(1 << 18) {
+        w.write(&schema_batch(start, (1 << 18).min(n - start))).unwrap();
+    }
+    w.close().unwrap();
+    let model = dir.path().join("m.safetensors");
+    reference_model("seed4d").unwrap().save(&model, realnvp::format::TensorDtype::F32).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_realnvp"))
+        .args(["score", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .args(["--output", dir.path().join("lp.parquet").to_str().unwrap(), "--keep", "id"])
+        .args(["--columns", "a,b,c,d", "--device", "native", "--chunk-rows", "65536", "--json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows"], n as u64);
+    let Some(rss) = summary["peak_rss_bytes"].as_u64() else {
+        assert!(!cfg!(target_os = "linux"), "peak RSS is read from /proc on Linux");
+        return;
+    };
+    assert!(rss < 64 << 20, "peak RSS {} MiB for 96 MB of input", rss >> 20);
+}
