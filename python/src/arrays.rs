@@ -3,12 +3,17 @@
 //! in the engine's precision, and are copied (converted, reordered) otherwise.
 
 use std::any::TypeId;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use numpy::ndarray::Array2;
 use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use realnvp::real::Real;
+
+/// Input values copied (converted or reordered) instead of read in place, since the module
+/// was loaded: `realnvp._realnvp.values_copied()`, for checking that a hot loop copies nothing.
+pub static VALUES_COPIED: AtomicU64 = AtomicU64::new(0);
 
 /// Calls `f` with the rows of `x` (`what`: its name in messages) as a row-major `[n, dim]`
 /// slice of `T`, and n.
@@ -63,6 +68,7 @@ where
         }
     }
     let copy: Vec<T> = ro.as_array().iter().map(|&v| T::of(v.wide())).collect();
+    VALUES_COPIED.fetch_add(copy.len() as u64, Ordering::Relaxed);
     f(&copy, n)
 }
 

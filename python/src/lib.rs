@@ -25,6 +25,13 @@ fn devices(py: Python<'_>) -> Vec<String> {
     })
 }
 
+/// Input values copied (converted to the engine's precision or reordered to C order) instead
+/// of read in place, since the module was loaded.
+#[pyfunction]
+fn values_copied() -> u64 {
+    arrays::VALUES_COPIED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[pymodule]
 fn _realnvp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Model>()?;
@@ -33,6 +40,7 @@ fn _realnvp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert::normflows_model, m)?)?;
     m.add_function(wrap_pyfunction!(convert::nflows_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add_function(wrap_pyfunction!(values_copied, m)?)?;
     m.add("FLOAT32_TOLERANCE", realnvp::verify::FLOAT32_TOLERANCE)?;
     Ok(())
 }
