@@ -1,0 +1,86 @@
+"""Parquet and Ray throughput, side by side in one run (issue 15's acceptance):
+
+  cli npy        `realnvp score` of the rows as one .npy file (2 threads)
+  cli parquet    `realnvp score --columns …` of the same rows as one Parquet file, and of the
+                 8 Parquet files one after another (one process each)
+  ray            realnvp.ray.score over the 8 files on ray.init(num_cpus=2): 2 actors with 1
+                 thread each; cluster start-up excluded, dataset reading included (the result is
+                 materialized in the object store, then counted)
+
+Every figure is rows per second of the whole job (process start-up included for the CLI).
+
+Usage: .venv/bin/python bench/peers/parquet_ray.py [--rows 10000000] [--files 8]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--realnvp", default=os.path.join(os.path.dirname(__file__), "../../target/release/realnvp"))
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp()
+    model = os.path.join(tmp, "seed4d.safetensors")
+    subprocess.run([args.realnvp, "init", "--dim", "4", "--layers", "6", "--hidden", "32,32", "--seed", "2024", "-o", model],
+                   check=True, capture_output=True)
+    x = np.random.default_rng(0).standard_normal((args.rows, 4), dtype=np.float32)
+    np.save(os.path.join(tmp, "x.npy"), x)
+    names = ["a", "b", "c", "d"]
+    pq.write_table(pa.table({n: x[:, j] for j, n in enumerate(names)}), os.path.join(tmp, "x.parquet"))
+    parts = os.path.join(tmp, "parts")
+    os.makedirs(parts)
+    bounds = np.linspace(0, args.rows, args.files + 1).astype(int)
+    for k in range(args.files):
+        part = x[bounds[k]:bounds[k + 1]]
+        pq.write_table(pa.table({"id": np.arange(bounds[k], bounds[k + 1]), **{n: part[:, j] for j, n in enumerate(names)}}),
+                       os.path.join(parts, f"part-{k:02d}.parquet"))
+    env = dict(os.environ, RAYON_NUM_THREADS="2")
+
+    def cli(path, *extra):
+        start = time.perf_counter()
+        out = subprocess.run([args.realnvp, "score", "--model", model, "--input", path, "--device", "native", "--json",
+                              "--quiet", *extra], check=True, capture_output=True, text=True, env=env).stdout
+        return time.perf_counter() - start, json.loads(out)
+
+    results = {}
+    results["cli npy (1 file)"] = cli(os.path.join(tmp, "x.npy"))[0]
+    results["cli parquet (1 file)"] = cli(os.path.join(tmp, "x.parquet"), "--columns", "a,b,c,d")[0]
+    results["cli parquet (8 files, 8 processes)"] = sum(
+        cli(os.path.join(parts, f), "--columns", "a,b,c,d")[0] for f in sorted(os.listdir(parts)))
+
+    import ray
+    import realnvp.ray as rr
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # warm-up: workers started, the extension imported
+    rr.score(ray.data.read_parquet(parts), model, columns=names, device="native", concurrency=2, num_cpus=0.5,
+             threads=1).limit(1000).materialize()
+    start = time.perf_counter()
+    scored = rr.score(ray.data.read_parquet(parts), model, columns=names, device="native", concurrency=2, num_cpus=0.5,
+                      threads=1, batch_size=262144).materialize()
+    results["ray (2 actors x 1 thread, 8 files)"] = time.perf_counter() - start
+    assert scored.count() == args.rows
+    print(f"seed4d, {args.rows} float32 rows (4 columns), dev machine, one run")
+    base = args.rows / results["cli parquet (8 files, 8 processes)"]
+    npy = args.rows / results["cli npy (1 file)"]
+    for name, seconds in results.items():
+        rate = args.rows / seconds
+        print(f"  {name:<40} {seconds:7.2f} s  {rate / 1e6:6.3f} M rows/s  {rate / npy:5.2f}x cli npy  {rate / base:5.2f}x cli parquet 8 files")
+
+
+if __name__ == "__main__":
+    main()

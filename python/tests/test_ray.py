@@ -1,0 +1,175 @@
+"""realnvp.ray on a local Ray cluster (ray.init(num_cpus=2)): a Parquet dataset of 8 files
+scored by an actor pool equals the single-process CLI row for row, a worker killed mid-run is
+retried, and cluster sampling equals `realnvp sample`."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+import realnvp  # noqa: E402
+import realnvp.ray as rr  # noqa: E402
+from conftest import F32_TOL, rel_err  # noqa: E402
+
+FEATURES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    yield
+    ray.shutdown()
+
+
+def write_dataset(directory, files, rows, seed=0):
+    """`files` Parquet files: id (int64), a (float32), b, c, d (float64); c NaN in every 500th
+    row, d null in every 333rd; returns the table as one."""
+    rng = np.random.default_rng(seed)
+    tables = []
+    for k in range(files):
+        x = rng.standard_normal((rows, 4))
+        i = np.arange(rows)
+        t = pa.table({
+            "id": np.arange(k * rows, (k + 1) * rows),
+            "a": x[:, 0].astype(np.float32),
+            "b": x[:, 1],
+            "c": np.where(i % 500 == 7, np.nan, x[:, 2]),
+            "d": pa.array(x[:, 3], mask=(i % 333 == 5)),
+        })
+        pq.write_table(t, os.path.join(directory, f"part-{k:02d}.parquet"))
+        tables.append(t)
+    return pa.concat_tables(tables)
+
+
+def cli_scores(cli, model, directory, out_dir):
+    """`realnvp score` of every file, one process each, concatenated: id → log p (None for null)."""
+    scores = {}
+    for name in sorted(os.listdir(directory)):
+        out = os.path.join(out_dir, name)
+        cli("score", "--model", model, "--input", os.path.join(directory, name), "--columns", ",".join(FEATURES),
+            "--keep", "id", "--output", out, "--device", "native", "--quiet")
+        t = pq.read_table(out)
+        scores.update(zip(t.column("id").to_pylist(), t.column("log_prob").to_pylist()))
+    return scores
+
+
+def arrow(ds):
+    """A Ray Dataset as one Arrow table (Arrow keeps null and NaN apart; pandas may not)."""
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+
+
+def check_scored(table, scores, reference):
+    """The cluster's rows: every id once, log p null exactly where the CLI's is, NaN where the
+    CLI's is, equal to the CLI's and to the float64 reference within float32 tolerance."""
+    table = table.sort_by("id")
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(scores) and len(set(ids)) == len(ids) and set(ids) == set(scores)
+    null = table.column("log_prob").is_null().to_numpy(zero_copy_only=False)
+    assert (null == np.array([scores[i] is None for i in ids])).all()
+    got = table.column("log_prob").to_numpy(zero_copy_only=False).astype(np.float64)
+    cli = np.array([np.nan if scores[i] is None else scores[i] for i in ids], np.float64)
+    assert np.array_equal(np.isnan(got), np.isnan(cli))
+    assert rel_err(got, cli) <= F32_TOL
+    assert rel_err(got, reference(table)) <= F32_TOL
+
+
+def reference_of(model):
+    ref = realnvp.load(model, device="cpu")
+
+    def run(table):
+        x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False) for c in FEATURES]).astype(np.float64)
+        return ref.log_prob(x)
+
+    return run
+
+
+def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path):
+    data, outs = tmp_path / "data", tmp_path / "cli"
+    data.mkdir(), outs.mkdir()
+    table = write_dataset(data, files=8, rows=3000)
+    model = models["d5_tanh"].with_name("d4.safetensors")
+    cli("init", "--dim", 4, "--layers", 4, "--hidden", "16,16", "--seed", 21, "-o", model)
+    scored = rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="native", concurrency=2,
+                      num_cpus=0.5, threads=1, batch_size=1000)
+    out = arrow(scored)
+    assert out.column_names == ["id", "a", "b", "c", "d", "log_prob"]
+    check_scored(out, cli_scores(cli, model, data, outs), reference_of(model))
+    assert out.column("log_prob").null_count == table.column("d").null_count > 0
+    finite = out.column("log_prob").to_numpy(zero_copy_only=False).astype(np.float64)
+    assert np.isnan(finite).sum() == table.column("d").null_count + 8 * 6  # null rows, NaN rows (6 per file)
+    finite = finite[np.isfinite(finite)]
+    assert rr.mean_log_prob(scored) == pytest.approx(finite.mean(), rel=1e-12)
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path):
+    data, outs = tmp_path / "data", tmp_path / "cli"
+    data.mkdir(), outs.mkdir()
+    write_dataset(data, files=8, rows=1500, seed=1)
+    # a slow model on the float64 reference: the run lasts several seconds
+    model = tmp_path / "slow.safetensors"
+    cli("init", "--dim", 4, "--layers", 8, "--hidden", "128,128", "--seed", 22, "--f64", "-o", model)
+    scored = rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="cpu", concurrency=2,
+                      num_cpus=0.5, threads=1, batch_size=250)
+    killed = []
+
+    def scorer_pids():
+        """Ray actors' processes are titled ray::MapWorker(MapBatches(_Scorer))… (Linux /proc)."""
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"MapBatches(_Scorer)" in f.read():
+                        pids.append(int(pid))
+            except OSError:
+                pass
+        return pids
+
+    def kill_one_actor():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            pids = scorer_pids()
+            if pids:
+                time.sleep(1.5)  # let it take batches
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(time.time())
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    out = arrow(scored)
+    finished = time.time()
+    killer.join()
+    assert killed, "no actor was found to kill"
+    assert killed[0] < finished - 1.0, "the actor was killed mid-run, not after it"
+    check_scored(out, cli_scores(cli, model, data, outs), reference_of(model))
+
+
+def test_cluster_sampling_equals_realnvp_sample(cluster, cli, models, tmp_path):
+    model = models["d5_tanh"]
+    ds = rr.sample(model, 3001, seed=11, shards=3, device="native", first_row=50, temperature=0.9)
+    df = ds.to_pandas().sort_values("row")
+    cli("sample", "--model", model, "-n", 3001, "--seed", 11, "--first-row", 50, "--temperature", 0.9,
+        "--device", "native", "--output", tmp_path / "s.parquet", "--quiet")
+    want = pq.read_table(tmp_path / "s.parquet").to_pandas()
+    assert list(df.columns) == list(want.columns) == ["row", "x0", "x1", "x2", "x3", "x4", "log_q"]
+    np.testing.assert_array_equal(df["row"].to_numpy(), np.arange(50, 3051))
+    for c in want.columns:
+        np.testing.assert_array_equal(df[c].to_numpy(), want[c].to_numpy(), err_msg=c)
+
+
+def test_bad_arguments_are_refused(cluster, models, tmp_path):
+    ds = ray.data.from_items([{"a": 1.0, "b": 2.0}])
+    with pytest.raises(ValueError, match="D = 5 but 2 feature columns"):
+        rr.score(ds, models["d5_tanh"])
+    with pytest.raises(ValueError, match="shards >= 1"):
+        rr.sample(models["d5_tanh"], 10, seed=1, shards=0)
