@@ -67,9 +67,10 @@ impl ParquetReader {
             .map_err(|_| data_err("negative row count in the file metadata".into()))?;
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let index = |name: &str| {
-            names.iter().position(|n| *n == name).ok_or_else(|| {
-                data_err(format!("no column {name:?}; the file has {}", names.join(", ")))
-            })
+            names
+                .iter()
+                .position(|n| *n == name)
+                .ok_or_else(|| data_err(format!("no column {name:?}; the file has {}", names.join(", "))))
         };
         let columns: Vec<String> = if columns.is_empty() {
             names.iter().filter(|n| !keep.iter().any(|k| k == *n)).map(|n| n.to_string()).collect()
@@ -150,7 +151,9 @@ impl ParquetReader {
                 reason: format!("column {name:?} missing from a record batch"),
             })?;
             match column.data_type() {
-                DataType::Float32 => scatter(column.as_primitive::<Float32Type>().values(), |v| T::from_f32(*v), out, j, d),
+                DataType::Float32 => {
+                    scatter(column.as_primitive::<Float32Type>().values(), |v| T::from_f32(*v), out, j, d)
+                }
                 _ => scatter(column.as_primitive::<Float64Type>().values(), |v| T::of(*v), out, j, d),
             }
             if let Some(nulls) = column.nulls().filter(|n| n.null_count() > 0) {
@@ -238,7 +241,9 @@ impl ParquetWriter {
                 NpyDtype::F32 => {
                     Arc::new(Float32Array::new(values.iter().map(|&v| Real::to_f32(v)).collect(), nulls.cloned()))
                 }
-                NpyDtype::F64 => Arc::new(Float64Array::new(values.iter().map(|&v| v.wide()).collect(), nulls.cloned())),
+                NpyDtype::F64 => {
+                    Arc::new(Float64Array::new(values.iter().map(|&v| v.wide()).collect(), nulls.cloned()))
+                }
             };
             columns.push(array);
         }

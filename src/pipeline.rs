@@ -250,9 +250,7 @@ impl Source {
                 0 => Ok(None),
                 rows => Ok(Some(Chunk { rows, nulls: None, kept: Vec::new() })),
             },
-            Source::Parquet(r) => {
-                Ok(r.read(out)?.map(|c| Chunk { rows: c.rows, nulls: c.nulls, kept: c.kept }))
-            }
+            Source::Parquet(r) => Ok(r.read(out)?.map(|c| Chunk { rows: c.rows, nulls: c.nulls, kept: c.kept })),
         }
     }
 }
@@ -399,7 +397,8 @@ pub fn transform_file(
     let source = Source::open(engine, input, opts)?;
     let rows = source.rows();
     let prefix = if pass == Pass::ToLatent { "z" } else { "x" };
-    let out = Outputs { rows: Some(output), row_prefix: prefix, per_row: logdet, per_row_name: "logdet", row_index: false };
+    let out =
+        Outputs { rows: Some(output), row_prefix: prefix, per_row: logdet, per_row_name: "logdet", row_index: false };
     let nonfinite = match working_dtype(source.dtype(), opts) {
         NpyDtype::F32 => stream::<f32>(engine, pass, source, &out, opts)?.1,
         NpyDtype::F64 => stream::<f64>(engine, pass, source, &out, opts)?.1,
@@ -464,7 +463,13 @@ pub fn sample_to_file(
 }
 
 /// [`sample_to_file`] in precision `T`; returns the number of non-finite rows.
-fn sample_in<T: Real>(engine: &dyn Engine, n: usize, draw: &Draw, out: &Outputs<'_>, opts: &StreamOptions) -> Result<u64> {
+fn sample_in<T: Real>(
+    engine: &dyn Engine,
+    n: usize,
+    draw: &Draw,
+    out: &Outputs<'_>,
+    opts: &StreamOptions,
+) -> Result<u64> {
     let dim = engine.flow().dim;
     let mut sink = Sink::create(out, n, dim, &[], opts)?;
     let bar = progress_bar(opts, n, "sample");

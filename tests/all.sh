@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --release
+# the criterion benches are not built by cargo test; keep them compiling
+cargo build --release --benches
 
 venv="${REALNVP_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then

@@ -149,10 +149,18 @@ fn forward_then_inverse_through_parquet_round_trips() {
     let flow = reference_model("seed4d").unwrap();
     let engine = flow.engine(&Device::Native).unwrap();
     let z = dir.path().join("z.parquet");
-    transform_file(engine.as_ref(), Pass::ToLatent, &input, &z, None, &options(512, &["a", "b", "c", "d"], &["id", "name"]))
-        .unwrap();
+    transform_file(
+        engine.as_ref(),
+        Pass::ToLatent,
+        &input,
+        &z,
+        None,
+        &options(512, &["a", "b", "c", "d"], &["id", "name"]),
+    )
+    .unwrap();
     let back = dir.path().join("x_back.parquet");
-    transform_file(engine.as_ref(), Pass::ToData, &z, &back, None, &options(700, &["z0", "z1", "z2", "z3"], &["id"])).unwrap();
+    transform_file(engine.as_ref(), Pass::ToData, &z, &back, None, &options(700, &["z0", "z1", "z2", "z3"], &["id"]))
+        .unwrap();
     let zt = read_table(&z);
     let names: Vec<String> = zt.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["id", "name", "z0", "z1", "z2", "z3", "logdet"]);
@@ -213,7 +221,8 @@ fn bad_parquet_input_is_a_clear_error_that_writes_nothing() {
         assert!(!out.exists());
     }
     let npy_out = dir.path().join("lp.npy");
-    let err = score_file(engine.as_ref(), &input, Some(&npy_out), &options(0, &["a", "b", "c", "d"], &["id"])).unwrap_err();
+    let err =
+        score_file(engine.as_ref(), &input, Some(&npy_out), &options(0, &["a", "b", "c", "d"], &["id"])).unwrap_err();
     assert!(err.to_string().contains("--keep needs a Parquet output"), "{err}");
     assert!(!npy_out.exists());
     let err = transform_file(
@@ -272,7 +281,9 @@ fn parquet_scoring_memory_stays_bounded_on_a_file_larger_than_the_chunk() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["rows"], n as u64);
     let Some(rss) = summary["peak_rss_bytes"].as_u64() else {
-        assert!(!cfg!(target_os = "linux"), "peak RSS is read from /proc on Linux");
+        if cfg!(target_os = "linux") {
+            panic!("peak RSS is read from /proc on Linux");
+        }
         return;
     };
     assert!(rss < 64 << 20, "peak RSS {} MiB for 96 MB of input", rss >> 20);

@@ -14,7 +14,7 @@ fn fixture(name: &str) -> PathBuf {
 
 #[test]
 fn python_written_model_matches_numpy_reference() {
-    let flow = Flow::load(&fixture("model.safetensors")).expect("the Python-written model loads");
+    let flow = Flow::load(fixture("model.safetensors")).expect("the Python-written model loads");
     let (x, n, d) = read_all(&fixture("x.npy")).unwrap();
     let (expected_logp, _, _) = read_all(&fixture("logp.npy")).unwrap();
     let (expected_z, _, _) = read_all(&fixture("z.npy")).unwrap();
