@@ -364,15 +364,9 @@ impl Flow {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
 /// `path` never holds a partial file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = crate::output::temp_beside(path)?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    crate::output::persist(tmp, path)
 }
 
 fn encode(values: &[f64], dtype: TensorDtype) -> Vec<u8> {

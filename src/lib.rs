@@ -14,7 +14,8 @@
 //! - [`gpu`]: the fused WGSL engine on any wgpu adapter; [`native`]: the fused float32 SIMD
 //!   engine on the CPU; [`split`]: one batch split across several engines (`--device all`).
 //! - [`pipeline`]: streaming `.npy` files through an engine with bounded memory
-//!   ([`npy`]: chunked reading, atomic writing; [`parquet`](mod@parquet): Parquet tables).
+//!   ([`npy`]: chunked reading and writing; [`parquet`](mod@parquet): Parquet tables;
+//!   [`output`]: every output file appears whole or not at all).
 //! - [`sample`]: sampling as a pure function of (seed, row) ([`sample::Draw`]), on
 //!   [`philox`] (Philox4x32-10); every engine's [`Engine::sample`].
 //! - [`verify`]: an engine against the reference; [`bench`](mod@bench): timed passes next to
@@ -46,6 +47,7 @@ pub mod gpu;
 pub mod model;
 pub mod native;
 pub mod npy;
+pub mod output;
 pub mod parquet;
 pub mod philox;
 pub mod pipeline;

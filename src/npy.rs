@@ -155,12 +155,7 @@ pub struct NpyWriter {
 impl NpyWriter {
     /// Starts writing an array of `shape` (e.g. `[N, D]` or `[N]`) to `path`.
     pub fn create(path: &Path, shape: &[usize], dtype: NpyDtype) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp =
-            tempfile::Builder::new().prefix(".realnvp-partial-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = crate::output::temp_beside(path)?;
         let header = Header {
             type_descriptor: PyValue::String(dtype.descr().into()),
             layout: Layout::Standard,
@@ -203,9 +198,7 @@ impl NpyWriter {
         }
         let path = self.path;
         let tmp = self.out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-        tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
-        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        Ok(())
+        crate::output::persist(tmp, &path)
     }
 }
 

@@ -191,11 +191,7 @@ impl ParquetWriter {
     /// Starts writing `path` with the `kept` fields, then `row` (u64) if `row_index`, then one
     /// `dtype` column per name in `values` (nullable).
     pub fn create(path: &Path, kept: &[Field], row_index: bool, values: &[String], dtype: NpyDtype) -> Result<Self> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = crate::output::temp_beside(path)?;
         let float = match dtype {
             NpyDtype::F32 => DataType::Float32,
             NpyDtype::F64 => DataType::Float64,
@@ -258,9 +254,7 @@ impl ParquetWriter {
             .writer
             .into_inner()
             .map_err(|e| Error::Data { path: path.clone(), reason: format!("cannot write Parquet: {e}") })?;
-        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
-        Ok(())
+        crate::output::persist(tmp, &path)
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {

@@ -368,6 +368,7 @@ pub fn score_file(
     opts: &StreamOptions,
 ) -> Result<ScoreSummary> {
     let start = Instant::now();
+    crate::output::check_distinct(&[input], &output.into_iter().collect::<Vec<_>>())?;
     let source = Source::open(engine, input, opts)?;
     let dim = source.cols();
     let out = Outputs { rows: None, row_prefix: "", per_row: output, per_row_name: "log_prob", row_index: false };
@@ -394,6 +395,8 @@ pub fn transform_file(
         return Err(Error::Argument("transform_file maps rows; use score_file for log p".into()));
     }
     let start = Instant::now();
+    let outputs: Vec<&Path> = std::iter::once(output).chain(logdet).collect();
+    crate::output::check_distinct(&[input], &outputs)?;
     let source = Source::open(engine, input, opts)?;
     let rows = source.rows();
     let prefix = if pass == Pass::ToLatent { "z" } else { "x" };
@@ -453,6 +456,8 @@ pub fn sample_to_file(
     opts: &StreamOptions,
 ) -> Result<TransformSummary> {
     draw.check(n)?;
+    let outputs: Vec<&Path> = std::iter::once(output).chain(log_q).collect();
+    crate::output::check_distinct(&[], &outputs)?;
     let start = Instant::now();
     let out = Outputs { rows: Some(output), row_prefix: "x", per_row: log_q, per_row_name: "log_q", row_index: true };
     let nonfinite = match opts.output_dtype {

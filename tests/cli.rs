@@ -436,3 +436,71 @@ fn sample_row_ranges_stitch_and_log_q_is_the_score() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("temperature"));
     assert!(!d.join("t0.npy").exists());
 }
+
+/// Outputs get mode 0666 less the umask, like any program's files (issue #16: every output was
+/// 0600, the temporary file's mode, and an overwritten 0644 file became 0600).
+#[cfg(target_os = "linux")]
+#[test]
+fn outputs_get_the_umask_mode_not_the_temporary_files() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .expect("Umask in /proc/self/status");
+    let want = 0o666 & !umask;
+    let dir = common::tempdir();
+    let (model, x, lp, samples) = (
+        dir.path().join("m.safetensors"),
+        dir.path().join("x.npy"),
+        dir.path().join("lp.npy"),
+        dir.path().join("s.parquet"),
+    );
+    ok(&["init", "--dim", "3", "--layers", "2", "--hidden", "4", "-o", s(&model)]);
+    write_all(&x, &[5, 3], &[0.5f32; 15], NpyDtype::F32).unwrap();
+    std::fs::write(&lp, b"an older file").unwrap();
+    std::fs::set_permissions(&lp, std::fs::Permissions::from_mode(0o640)).unwrap();
+    ok(&["score", "--model", s(&model), "--input", s(&x), "--output", s(&lp), "--device", "cpu", "--quiet"]);
+    ok(&["sample", "--model", s(&model), "-n", "10", "--output", s(&samples), "--device", "cpu", "--quiet"]);
+    for path in [&model, &x, &lp, &samples] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{}: mode {mode:o}, umask {umask:o}", path.display());
+    }
+}
+
+/// Outputs that are an input (the data, the model, the state_dict; by inode, so `./x.npy` and
+/// hard links count) or each other are refused before anything is written (issue #16: they
+/// were accepted and destroyed the input).
+#[test]
+fn outputs_that_overlap_inputs_are_refused_and_the_inputs_survive() {
+    let dir = common::tempdir();
+    let (model, x) = (dir.path().join("m.safetensors"), dir.path().join("x.npy"));
+    ok(&["init", "--dim", "3", "--layers", "2", "--hidden", "4", "-o", s(&model)]);
+    write_all(&x, &[5, 3], &[0.5f32; 15], NpyDtype::F32).unwrap();
+    let link = dir.path().join("x-link.npy");
+    std::fs::hard_link(&x, &link).unwrap();
+    let dotted = format!("{}/./x.npy", dir.path().display());
+    let ld = dir.path().join("ld.npy");
+    let (m, xs) = (s(&model), s(&x));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["score", "--model", m, "--input", xs, "--output", xs], "is the input"),
+        (vec!["score", "--model", m, "--input", xs, "--output", &dotted], "is the input"),
+        (vec!["score", "--model", m, "--input", xs, "--output", s(&link)], "is the input"),
+        (vec!["score", "--model", m, "--input", xs, "--output", m], "is the input"),
+        (vec!["forward", "--model", m, "--input", xs, "--output", s(&ld), "--logdet", s(&ld)], "given as two outputs"),
+        (vec!["inverse", "--model", m, "--input", xs, "--output", xs], "is the input"),
+        (vec!["sample", "--model", m, "-n", "3", "--output", m], "is the input"),
+        (vec!["convert", "--from", "normflows", m, "-o", m], "is the input"),
+    ];
+    let (model_bytes, x_bytes) = (std::fs::read(&model).unwrap(), std::fs::read(&x).unwrap());
+    for (args, message) in cases {
+        let out = realnvp(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read(&model).unwrap(), model_bytes, "{args:?} changed the model");
+        assert_eq!(std::fs::read(&x).unwrap(), x_bytes, "{args:?} changed the input");
+        assert!(!ld.exists());
+    }
+}

@@ -74,6 +74,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let state = &args.state;
+    realnvp::output::check_distinct(&[state], &[&args.output])?;
     let bytes = std::fs::read(state).with_context(|| format!("reading {}", state.display()))?;
     let mut sd = StateDict::from_bytes(&bytes).with_context(|| format!("reading {}", state.display()))?;
     let flow = match args.library {

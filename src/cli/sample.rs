@@ -37,6 +37,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let outputs: Vec<&std::path::Path> =
+        std::iter::once(args.output.as_path()).chain(args.with_log_prob.as_deref()).collect();
+    realnvp::output::check_distinct(&[&args.model], &outputs)?;
     let engine = args.common.engine(&args.model)?;
     let draw = Draw { seed: args.seed, first_row: args.first_row, temperature: args.temperature };
     draw.check(args.rows)?;

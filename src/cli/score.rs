@@ -26,6 +26,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    realnvp::output::check_distinct(&[&args.model], &args.output.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
     let engine = args.common.engine(&args.model)?;
     let summary = score_file(engine.as_ref(), &args.input, args.output.as_deref(), &args.common.stream_options())?;
     if args.json {

@@ -29,6 +29,8 @@ pub struct Args {
 
 /// Maps the input with `pass` ([`Pass::ToLatent`] or [`Pass::ToData`]).
 pub fn run(args: Args, pass: Pass) -> Result<()> {
+    let outputs: Vec<&std::path::Path> = std::iter::once(args.output.as_path()).chain(args.logdet.as_deref()).collect();
+    realnvp::output::check_distinct(&[&args.model], &outputs)?;
     let engine = args.common.engine(&args.model)?;
     let options = args.common.stream_options();
     let summary = transform_file(engine.as_ref(), pass, &args.input, &args.output, args.logdet.as_deref(), &options)?;
