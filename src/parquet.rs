@@ -33,13 +33,13 @@ pub fn is_parquet(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
-/// One batch of rows read from a Parquet file.
-pub struct ParquetChunk {
+/// One batch of rows read from a table (the pipeline's chunk, for `.npy` files too).
+pub struct Chunk {
     /// Rows in the batch.
     pub rows: usize,
     /// Rows with a null in some feature (their values are NaN); `None` when there are none.
     pub nulls: Option<NullBuffer>,
-    /// The kept columns of these rows.
+    /// The kept columns of these rows (empty for `.npy` input).
     pub kept: Vec<ArrayRef>,
 }
 
@@ -136,7 +136,7 @@ impl ParquetReader {
     }
 
     /// The next batch's features as row-major rows in `out` (cleared first); `None` at the end.
-    pub fn read<T: Real>(&mut self, out: &mut Vec<T>) -> Result<Option<ParquetChunk>> {
+    pub fn read<T: Real>(&mut self, out: &mut Vec<T>) -> Result<Option<Chunk>> {
         let batch = match self.batches.next() {
             None => return Ok(None),
             Some(b) => b.map_err(|e| Error::Data { path: self.path.clone(), reason: format!("cannot read: {e}") })?,
@@ -166,7 +166,7 @@ impl ParquetReader {
         }
         let kept = self.keep.iter().filter_map(|f| batch.column_by_name(f.name()).cloned()).collect();
         let nulls = null_rows.map(|rows| NullBuffer::from(rows.iter().map(|&null| !null).collect::<Vec<bool>>()));
-        Ok(Some(ParquetChunk { rows: n, nulls, kept }))
+        Ok(Some(Chunk { rows: n, nulls, kept }))
     }
 }
 
@@ -218,33 +218,36 @@ impl ParquetWriter {
     }
 
     /// Appends a batch: the kept columns, the row indices `first_row…` (when the file has a
-    /// `row` column) and the result columns, each `[n]`; `nulls` marks rows whose results are
-    /// written as null.
+    /// `row` column), one column per feature of the row-major `rows` `[n, dim]` (none when
+    /// `dim` is 0) and `per_row` `[n]`; `nulls` marks rows whose results are written as null.
     pub fn write<T: Real>(
         &mut self,
         kept: Vec<ArrayRef>,
         first_row: u64,
-        results: &[&[T]],
+        rows: &[T],
+        dim: usize,
+        per_row: &[T],
         nulls: Option<&NullBuffer>,
     ) -> Result<()> {
-        let n = results.first().map_or(0, |c| c.len());
+        let n = per_row.len();
         let mut columns = kept;
         if self.row_index {
             columns.push(Arc::new(UInt64Array::from_iter_values(first_row..first_row + n as u64)));
         }
-        for values in results {
-            let array: ArrayRef = match self.dtype {
-                NpyDtype::F32 => {
-                    Arc::new(Float32Array::new(values.iter().map(|&v| Real::to_f32(v)).collect(), nulls.cloned()))
-                }
-                NpyDtype::F64 => {
-                    Arc::new(Float64Array::new(values.iter().map(|&v| v.wide()).collect(), nulls.cloned()))
-                }
-            };
-            columns.push(array);
+        for j in 0..dim {
+            columns.push(self.column(rows.iter().skip(j).step_by(dim), nulls));
         }
+        columns.push(self.column(per_row.iter(), nulls));
         let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| self.error(e))?;
         self.writer.write(&batch).map_err(|e| self.error(e))
+    }
+
+    /// One result column in the file's precision.
+    fn column<'a, T: Real>(&self, values: impl Iterator<Item = &'a T>, nulls: Option<&NullBuffer>) -> ArrayRef {
+        match self.dtype {
+            NpyDtype::F32 => Arc::new(Float32Array::new(values.map(|&v| Real::to_f32(v)).collect(), nulls.cloned())),
+            NpyDtype::F64 => Arc::new(Float64Array::new(values.map(|&v| v.wide()).collect(), nulls.cloned())),
+        }
     }
 
     /// Completes the file and renames it into place.

@@ -9,8 +9,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use arrow_array::ArrayRef;
-use arrow_buffer::NullBuffer;
 use arrow_schema::Field;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -18,7 +16,7 @@ use serde::Serialize;
 use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
-use crate::parquet::{is_parquet, ParquetReader, ParquetWriter};
+use crate::parquet::{is_parquet, Chunk, ParquetReader, ParquetWriter};
 use crate::real::{Io, Real};
 use crate::sample::Draw;
 
@@ -187,14 +185,6 @@ enum Source {
     Parquet(ParquetReader),
 }
 
-/// One chunk of rows read from a [`Source`]: its row count, the rows with a null feature
-/// (Parquet), and the kept columns (Parquet `--keep`).
-struct Chunk {
-    rows: usize,
-    nulls: Option<NullBuffer>,
-    kept: Vec<ArrayRef>,
-}
-
 impl Source {
     /// Opens `input` for `engine`'s flow; its width must be D.
     fn open(engine: &dyn Engine, input: &Path, opts: &StreamOptions) -> Result<Source> {
@@ -250,7 +240,7 @@ impl Source {
                 0 => Ok(None),
                 rows => Ok(Some(Chunk { rows, nulls: None, kept: Vec::new() })),
             },
-            Source::Parquet(r) => Ok(r.read(out)?.map(|c| Chunk { rows: c.rows, nulls: c.nulls, kept: c.kept })),
+            Source::Parquet(r) => r.read(out),
         }
     }
 }
@@ -270,8 +260,15 @@ struct Outputs<'a> {
 /// kept columns, then the rows' columns and the per-row column), chosen by the rows' path (or
 /// the per-row path when the pass writes no rows).
 enum Sink {
-    Npy { rows: Option<NpyWriter>, per_row: Option<NpyWriter> },
-    Parquet { writer: ParquetWriter, rows: bool, per_row: bool },
+    Npy {
+        rows: Option<NpyWriter>,
+        per_row: Option<NpyWriter>,
+    },
+    /// `dim`: columns of output rows (0 when the pass writes none); the per-row column follows.
+    Parquet {
+        writer: ParquetWriter,
+        dim: usize,
+    },
 }
 
 impl Sink {
@@ -291,7 +288,7 @@ impl Sink {
                 if has_rows { (0..dim).map(|j| format!("{}{j}", out.row_prefix)).collect() } else { Vec::new() };
             names.push(out.per_row_name.to_owned());
             let writer = ParquetWriter::create(path, kept, out.row_index, &names, opts.output_dtype)?;
-            return Ok(Sink::Parquet { writer, rows: has_rows, per_row: true });
+            return Ok(Sink::Parquet { writer, dim: if has_rows { dim } else { 0 } });
         }
         if !kept.is_empty() {
             return Err(Error::Argument("--keep needs a Parquet output (a .parquet file)".into()));
@@ -313,18 +310,8 @@ impl Sink {
                 }
                 Ok(())
             }
-            Sink::Parquet { writer, rows: has_rows, per_row: has_per_row } => {
-                let n = per_row.len();
-                let mut columns: Vec<Vec<T>> = Vec::new();
-                if *has_rows && n > 0 {
-                    let dim = rows.len() / n;
-                    columns.extend((0..dim).map(|j| rows.iter().skip(j).step_by(dim).copied().collect()));
-                }
-                if *has_per_row {
-                    columns.push(per_row.to_vec());
-                }
-                let refs: Vec<&[T]> = columns.iter().map(Vec::as_slice).collect();
-                writer.write(chunk.kept, first_row, &refs, chunk.nulls.as_ref())
+            Sink::Parquet { writer, dim } => {
+                writer.write(chunk.kept, first_row, rows, *dim, per_row, chunk.nulls.as_ref())
             }
         }
     }
