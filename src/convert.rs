@@ -21,7 +21,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn, MAX_LAYERS,
 };
 
 /// The tensors of a `state_dict`, as float64 (integer buffers such as permutations are
@@ -66,6 +66,9 @@ impl StateDict {
         let (shape, values) = self.tensors.get(name).ok_or_else(|| convert_error(format!("missing key {name}")))?;
         if values.len() != len {
             return Err(convert_error(format!("key {name} has shape {shape:?}; expected {len} values")));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(convert_error(format!("key {name} holds {} at index {i}; a trained model's tensors are finite", values[i])));
         }
         self.used.insert(name.to_owned());
         Ok(values.clone())
@@ -264,6 +267,9 @@ pub fn from_normflows(sd: &mut StateDict, o: &NormflowsOptions) -> Result<Flow> 
         Some(n) => n,
         None => seen,
     };
+    if count > MAX_LAYERS {
+        return Err(convert_error(format!("{count} flows is more than the {MAX_LAYERS} layers a model may have")));
+    }
     if o.split_modes.is_empty() {
         return Err(Error::Argument("at least one split mode is needed".into()));
     }
@@ -293,6 +299,12 @@ fn normflows_layer(
         let mask = sd.take(&format!("{p}.b"), dim)?;
         if let Some(bad) = mask.iter().find(|&&b| b != 0.0 && b != 1.0) {
             return Err(convert_error(format!("key {p}.b holds {bad}; a MaskedAffineFlow mask must be 0 or 1")));
+        }
+        if mask.iter().all(|&b| b == 1.0) || mask.iter().all(|&b| b == 0.0) {
+            return Err(convert_error(format!(
+                "key {p}.b is all {}; a MaskedAffineFlow mask needs at least one 1 (kept) and one 0 (transformed)",
+                mask.first().copied().unwrap_or(0.0)
+            )));
         }
         let s = nf_mlp(sd, &format!("{p}.s.net"), o.activation, o.s_output)?;
         let t = nf_mlp(sd, &format!("{p}.t.net"), o.activation, o.t_output)?;

@@ -15,7 +15,7 @@ pub enum Error {
     #[error("cannot use data file {path}: {reason}")]
     Data { path: PathBuf, reason: String },
     /// Input rows whose width does not match the model dimension.
-    #[error("dimension mismatch: the model has D = {model} but the input has {input} columns")]
+    #[error("dimension mismatch: the model has D = {model} but the input has {input} column{}", if *input == 1 { "" } else { "s" })]
     Dimension { model: usize, input: usize },
     /// The GPU could not be used: no adapter, device lost, shader compilation, a limit.
     #[error("GPU: {0}")]
@@ -26,13 +26,10 @@ pub enum Error {
     /// The caller asked a long run to stop (Ctrl-C in Python); no output was written.
     #[error("interrupted")]
     Interrupted,
-    /// Underlying I/O failure, with the path involved.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Underlying I/O failure, with the path involved. The cause is part of the message (and
+    /// not also a `source()`, which `{:#}` would print a second time).
+    #[error("I/O error on {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 }
 
 /// Result alias for this crate.
@@ -52,7 +49,7 @@ impl Error {
     }
 
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        Error::Io { path: path.into(), cause }
     }
 }

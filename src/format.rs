@@ -4,7 +4,6 @@
 //! against the bytes actually present.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::tensor::TensorView;
@@ -348,7 +347,7 @@ impl Flow {
     /// Reads and validates a model file.
     pub fn load(path: impl AsRef<Path>) -> Result<Flow> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_regular_file(path)?;
         flow_from_bytes(&bytes).map_err(|e| match e {
             Error::Model(reason) => Error::ModelFile { path: path.to_owned(), reason },
             other => other,
@@ -357,16 +356,28 @@ impl Flow {
 
     /// Writes a flow atomically (temporary file in the same folder, then rename).
     pub fn save(&self, path: impl AsRef<Path>, dtype: TensorDtype) -> Result<()> {
-        write_atomically(path.as_ref(), &flow_to_bytes(self, dtype)?)
+        crate::output::write_atomically(path.as_ref(), &flow_to_bytes(self, dtype)?)
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// `path` never holds a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = crate::output::temp_beside(path)?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    crate::output::persist(tmp, path)
+/// The bytes of a model or state_dict file. Only regular files are read (a device such as
+/// `/dev/zero` or a FIFO would be read without bound), and never more than the size the file
+/// had when opened.
+pub fn read_regular_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    // stat before opening: opening a FIFO blocks until someone writes to it
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::ModelFile {
+            path: path.to_owned(),
+            reason: "not a regular file (a directory, device or pipe); give a .safetensors file".into(),
+        });
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(meta.len() as usize).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    file.take(meta.len()).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 fn encode(values: &[f64], dtype: TensorDtype) -> Vec<u8> {

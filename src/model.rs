@@ -155,6 +155,13 @@ pub enum OutputFn {
 /// Default slope of `leaky_relu` when the file gives none (PyTorch's default).
 pub const DEFAULT_NEGATIVE_SLOPE: f64 = 0.01;
 
+/// Most layers a model may have: builders (`init`, `convert`) check it before they allocate
+/// anything per layer.
+pub const MAX_LAYERS: usize = 1 << 20;
+
+/// Most parameters `init` builds (2³¹: 8 GiB as float32).
+pub const MAX_INIT_PARAMETERS: u64 = 1 << 31;
+
 impl std::str::FromStr for Activation {
     type Err = Error;
 
@@ -483,8 +490,11 @@ impl Flow {
                 check_tensor(&format!("layers.{i}.shift"), shift, d)
             }
             Layer::Permutation { perm } => {
-                let mut seen = vec![false; d];
-                let ok = perm.len() == d && perm.iter().all(|&p| p < d && !std::mem::replace(&mut seen[p], true));
+                // the length first: `d` comes from the file and must not size an allocation
+                let ok = perm.len() == d && {
+                    let mut seen = vec![false; d];
+                    perm.iter().all(|&p| p < d && !std::mem::replace(&mut seen[p], true))
+                };
                 if ok {
                     Ok(())
                 } else {

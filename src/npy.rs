@@ -11,6 +11,7 @@ use ndarray_npy::npy::header::{Header, Layout};
 use py_literal::Value as PyValue;
 
 use crate::error::{Error, Result};
+use crate::output::OutputFile;
 use crate::real::Real;
 
 /// Element type of an `.npy` file.
@@ -61,16 +62,28 @@ impl NpyReader {
     /// Opens `path`, checks its header and that the file holds exactly N·D elements.
     pub fn open(path: &Path) -> Result<Self> {
         let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
+        // stat before opening: opening a FIFO blocks until someone writes to it
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(data_err(
+                "not a regular file (a pipe, device or directory); .npy input is read by its size, save it to a file".into(),
+            ));
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let file_len = meta.len();
+        if file_len == 0 {
+            return Err(data_err("the file is empty (0 bytes), not a .npy array".into()));
+        }
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let header = Header::from_reader(&mut reader).map_err(|e| data_err(format!("not a valid .npy file: {e}")))?;
+        // '=' and no byte-order mark mean native order, which NumPy reads as the reading
+        // machine's: little-endian on every machine this reader supports
         let dtype = match &header.type_descriptor {
-            PyValue::String(s) if s == "<f4" => NpyDtype::F32,
-            PyValue::String(s) if s == "<f8" => NpyDtype::F64,
+            PyValue::String(s) if ["<f4", "=f4", "f4"].contains(&s.as_str()) => NpyDtype::F32,
+            PyValue::String(s) if ["<f8", "=f8", "f8"].contains(&s.as_str()) => NpyDtype::F64,
             other => {
                 return Err(data_err(format!(
-                    "dtype {other} is not supported; use little-endian float32 ('<f4') or float64 ('<f8')"
+                    "dtype {other} is not supported; use little-endian float32 ('<f4') or float64 ('<f8') (NumPy: x.astype('<f4'))"
                 )))
             }
         };
@@ -142,11 +155,17 @@ impl NpyReader {
     }
 }
 
-/// Writes an array of known shape incrementally to a temporary file; [`NpyWriter::finish`]
-/// renames it into place. Dropping an unfinished writer deletes the temporary file.
+/// The first bytes of an `.npy` file, and of one still being written (not a valid `.npy`
+/// until [`NpyWriter::finish`] puts the real magic string in place).
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+const PARTIAL_MAGIC: &[u8; 6] = b"\x93PARTL";
+
+/// Writes an array of known shape incrementally to an [`OutputFile`] (a temporary file beside
+/// the destination); [`NpyWriter::finish`] completes it for [`crate::output::commit_all`].
+/// Dropping an unfinished writer deletes the temporary file.
 pub struct NpyWriter {
     path: PathBuf,
-    out: BufWriter<tempfile::NamedTempFile>,
+    out: BufWriter<OutputFile>,
     dtype: NpyDtype,
     expected: usize,
     written: usize,
@@ -155,14 +174,18 @@ pub struct NpyWriter {
 impl NpyWriter {
     /// Starts writing an array of `shape` (e.g. `[N, D]` or `[N]`) to `path`.
     pub fn create(path: &Path, shape: &[usize], dtype: NpyDtype) -> Result<Self> {
-        let tmp = crate::output::temp_beside(path)?;
+        let file = OutputFile::create(path)?;
         let header = Header {
             type_descriptor: PyValue::String(dtype.descr().into()),
             layout: Layout::Standard,
             shape: shape.to_vec(),
         };
-        let bytes = header.to_bytes().map_err(|e| Error::Argument(format!("cannot encode .npy header: {e}")))?;
-        let mut out = BufWriter::with_capacity(1 << 20, tmp);
+        let mut bytes = header.to_bytes().map_err(|e| Error::Argument(format!("cannot encode .npy header: {e}")))?;
+        debug_assert_eq!(&bytes[..6], MAGIC);
+        if file.is_seekable() {
+            bytes[..6].copy_from_slice(PARTIAL_MAGIC);
+        }
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&bytes).map_err(|e| Error::io(path, e))?;
         Ok(NpyWriter { path: path.to_owned(), out, dtype, expected: shape.iter().product(), written: 0 })
     }
@@ -186,8 +209,9 @@ impl NpyWriter {
         Ok(())
     }
 
-    /// Checks that the whole shape was written, flushes, syncs and renames into place.
-    pub fn finish(self) -> Result<()> {
+    /// Checks that the whole shape was written, flushes and marks the file complete; the
+    /// caller commits it (with the run's other outputs).
+    pub fn finish(self) -> Result<OutputFile> {
         if self.written != self.expected {
             return Err(Error::Argument(format!(
                 "{}: {} of {} values written; output discarded",
@@ -197,8 +221,11 @@ impl NpyWriter {
             )));
         }
         let path = self.path;
-        let tmp = self.out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-        crate::output::persist(tmp, &path)
+        let mut file = self.out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+        if file.is_seekable() {
+            file.overwrite_start(MAGIC)?;
+        }
+        Ok(file)
     }
 }
 
@@ -215,5 +242,5 @@ pub fn read_all(path: &Path) -> Result<(Vec<f64>, usize, usize)> {
 pub fn write_all<T: Real>(path: &Path, shape: &[usize], values: &[T], dtype: NpyDtype) -> Result<()> {
     let mut w = NpyWriter::create(path, shape, dtype)?;
     w.write(values)?;
-    w.finish()
+    crate::output::commit_all(vec![w.finish()?])
 }

@@ -26,6 +26,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::npy::NpyDtype;
+use crate::output::OutputFile;
 use crate::real::Real;
 
 /// Whether `path` names a Parquet file (by its extension).
@@ -59,6 +60,10 @@ impl ParquetReader {
     /// time.
     pub fn open(path: &Path, columns: &[String], keep: &[String], batch_rows: usize) -> Result<Self> {
         let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
+        // stat before opening: opening a FIFO blocks until someone writes to it
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(data_err("not a regular file (a pipe, device or directory); Parquet is read from a file".into()));
+        }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| data_err(format!("not a readable Parquet file: {e}")))?;
@@ -181,7 +186,7 @@ fn scatter<S, T: Copy>(values: &[S], convert: impl Fn(&S) -> T, out: &mut [T], j
 /// [`ParquetWriter::finish`] renames it into place.
 pub struct ParquetWriter {
     path: PathBuf,
-    writer: ArrowWriter<tempfile::NamedTempFile>,
+    writer: ArrowWriter<OutputFile>,
     schema: SchemaRef,
     dtype: NpyDtype,
     row_index: bool,
@@ -191,7 +196,7 @@ impl ParquetWriter {
     /// Starts writing `path` with the `kept` fields, then `row` (u64) if `row_index`, then one
     /// `dtype` column per name in `values` (nullable).
     pub fn create(path: &Path, kept: &[Field], row_index: bool, values: &[String], dtype: NpyDtype) -> Result<Self> {
-        let tmp = crate::output::temp_beside(path)?;
+        let tmp = OutputFile::create(path)?;
         let float = match dtype {
             NpyDtype::F32 => DataType::Float32,
             NpyDtype::F64 => DataType::Float64,
@@ -250,14 +255,13 @@ impl ParquetWriter {
         }
     }
 
-    /// Completes the file and renames it into place.
-    pub fn finish(self) -> Result<()> {
+    /// Completes the file (its footer) for [`crate::output::commit_all`]. An unfinished
+    /// Parquet file has no footer and is not valid.
+    pub fn finish(self) -> Result<OutputFile> {
         let path = self.path;
-        let tmp = self
-            .writer
+        self.writer
             .into_inner()
-            .map_err(|e| Error::Data { path: path.clone(), reason: format!("cannot write Parquet: {e}") })?;
-        crate::output::persist(tmp, &path)
+            .map_err(|e| Error::Data { path: path.clone(), reason: format!("cannot write Parquet: {e}") })
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {

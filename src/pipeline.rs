@@ -138,8 +138,14 @@ impl std::fmt::Display for ScoreSummary {
         writeln!(f, "engine               {}", self.engine)?;
         writeln!(f, "rows                 {} (D = {})", self.rows, self.dim)?;
         writeln!(f, "non-finite rows      {}", self.nonfinite_rows)?;
-        writeln!(f, "mean log-likelihood  {:.6} nats", self.mean_log_likelihood)?;
-        writeln!(f, "bits/dim             {:.6}", self.bits_per_dim)?;
+        if self.finite_rows == 0 {
+            let why = if self.rows == 0 { "the input has no rows" } else { "no row has a finite log p" };
+            writeln!(f, "mean log-likelihood  none: {why}")?;
+            writeln!(f, "bits/dim             none")?;
+        } else {
+            writeln!(f, "mean log-likelihood  {:.6} nats", self.mean_log_likelihood)?;
+            writeln!(f, "bits/dim             {:.6}", self.bits_per_dim)?;
+        }
         write!(f, "throughput           {:.0} rows/s ({:.3} s)", self.rows_per_second, self.seconds)?;
         if let Some(rss) = self.peak_rss_bytes {
             write!(f, "\npeak memory (RSS)    {:.0} MiB", rss as f64 / (1u64 << 20) as f64)?;
@@ -316,19 +322,15 @@ impl Sink {
         }
     }
 
+    /// Completes every output, then commits them together (all or none).
     fn finish(self) -> Result<()> {
-        match self {
+        let files = match self {
             Sink::Npy { rows, per_row } => {
-                if let Some(w) = rows {
-                    w.finish()?;
-                }
-                if let Some(w) = per_row {
-                    w.finish()?;
-                }
-                Ok(())
+                rows.into_iter().chain(per_row).map(NpyWriter::finish).collect::<Result<Vec<_>>>()?
             }
-            Sink::Parquet { writer, .. } => writer.finish(),
-        }
+            Sink::Parquet { writer, .. } => vec![writer.finish()?],
+        };
+        crate::output::commit_all(files)
     }
 }
 

@@ -255,14 +255,29 @@ impl fmt::Display for VerifyReport {
 /// sample stream, as `realnvp sample --seed` draws them), then the float64 reference's
 /// latent→data map, rounded to float32. Rows that are not finite in float32 are dropped;
 /// returns the rows (`[m, D]`, m ≤ n).
-pub fn model_rows(flow: &Flow, n: usize, seed: u64) -> Vec<f64> {
+pub fn model_rows(flow: &Flow, n: usize, seed: u64) -> Result<Vec<f64>> {
+    check_size(n, flow.dim)?;
     let eps = crate::random::sample_base(&flow.base, flow.dim, n, seed);
     let (mut x, mut ld) = (vec![0.0; eps.len()], vec![0.0; n]);
     reference::inverse_to_data(flow, &eps, &mut x, &mut ld);
-    x.chunks(flow.dim)
+    Ok(x.chunks(flow.dim)
         .filter(|r| r.iter().all(|&v| (v as f32).is_finite()))
         .flat_map(|r| r.iter().map(|&v| f64::from(v as f32)))
-        .collect()
+        .collect())
+}
+
+/// Most values (rows × D) one verify run checks: it holds its rows and about ten arrays of
+/// results in memory (≈ 2.5 GiB at this size).
+pub const MAX_VALUES: usize = 1 << 25;
+
+/// Refuses a verify run of `rows` rows of `dim` values above [`MAX_VALUES`].
+pub fn check_size(rows: usize, dim: usize) -> Result<()> {
+    match rows.checked_mul(dim) {
+        Some(v) if v <= MAX_VALUES => Ok(()),
+        _ => Err(Error::Argument(format!(
+            "verify holds its rows in memory: {rows} rows × D = {dim} is more than its {MAX_VALUES} values; check fewer rows (several seeds for more)"
+        ))),
+    }
 }
 
 /// One row's reference values in one direction: output row, log-det, log p (data→latent
@@ -428,6 +443,7 @@ fn check_output(
 pub fn verify(engine: &dyn Engine, x: &[f64]) -> Result<VerifyReport> {
     let flow: &Flow = engine.flow();
     let d = flow.dim;
+    check_size(x.len() / d, d)?;
     let x: Vec<f64> = x.iter().map(|&v| f64::from(v as f32)).collect();
     let n = x.len() / d;
     if n == 0 || x.len() != n * d {

@@ -9,7 +9,7 @@ use realnvp::engine::Engine;
 use realnvp::gpu::kernel::unrolled;
 use realnvp::gpu::kernel::{self, KernelForm};
 use realnvp::gpu::{self, GpuEngine, GpuOptions};
-use realnvp::model::Flow;
+use realnvp::model::{Base, Flow, Layer};
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
 use realnvp::verify::FLOAT32_TOLERANCE;
@@ -35,7 +35,7 @@ fn engine(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<GpuEngin
 }
 
 /// The suite runs twice: with the plan interpreter forced, and with the automatic choice,
-/// which unrolls every model up to `unrolled::MAX_MULTIPLY_ADDS` (most random test models).
+/// which unrolls every model up to `unrolled::MAX_OPERATIONS` (most random test models).
 mod interpreted {
     use super::*;
     agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Interpreted));
@@ -270,7 +270,7 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     let hardware = adapter("NVIDIA", wgpu::DeviceType::DiscreteGpu);
     let limits = wgpu::Limits { max_storage_buffer_binding_size: 1 << 30, ..wgpu::Limits::default() };
     let d64 = realnvp::random::reference_model("d64").unwrap();
-    assert!(unrolled::multiply_adds(&d64) > unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS);
+    assert!(unrolled::operations(&d64) > unrolled::LLVMPIPE_MAX_OPERATIONS);
     let err = kernel::choose(&d64, &lavapipe, &limits, KernelForm::Unrolled).err().expect("refused on llvmpipe");
     assert!(err.to_string().contains("--kernel interpreted"), "{err}");
     let unrolled_on_hardware = kernel::choose(&d64, &hardware, &limits, KernelForm::Unrolled).unwrap();
@@ -286,6 +286,17 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     let err = kernel::choose(&deep, &lavapipe, &limits, KernelForm::Interpreted).err().expect("loop limit");
     assert!(err.to_string().contains("loop"), "{err}");
     assert!(kernel::choose(&deep, &hardware, &limits, KernelForm::Interpreted).is_ok());
+    // parameter-free layers count toward the unrolled size (issue 16: 20,000 permutations
+    // took minutes and gigabytes to build): auto interprets them, llvmpipe refuses to unroll
+    let permutations = Flow {
+        dim: 2,
+        base: Base::StandardNormal,
+        layers: vec![Layer::Permutation { perm: vec![1, 0] }; 20_000],
+    };
+    assert_eq!(unrolled::multiply_adds(&permutations), 0);
+    assert_eq!(KernelForm::Auto.resolve(&permutations), KernelForm::Interpreted);
+    let more = Flow { layers: vec![Layer::Permutation { perm: vec![1, 0] }; 25_000], ..permutations };
+    assert!(kernel::choose(&more, &lavapipe, &limits, KernelForm::Unrolled).is_err());
     // parameters beyond the storage binding size: refused everywhere
     let small = wgpu::Limits { max_storage_buffer_binding_size: 1 << 16, ..limits };
     assert!(kernel::choose(&d64, &hardware, &small, KernelForm::Interpreted).is_err());

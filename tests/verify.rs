@@ -37,7 +37,7 @@ fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
         for device in devices() {
             let engine = open_engine(flow.clone(), &device, &Default::default()).unwrap();
             for (what, x) in [
-                ("model rows", model_rows(&flow, 3000, 1)),
+                ("model rows", model_rows(&flow, 3000, 1).unwrap()),
                 ("data rows", t["x_data"].clone()),
                 ("N(0, 3²) rows", tail.clone()),
             ] {
@@ -140,7 +140,7 @@ impl Engine for Wrong {
 #[test]
 fn verify_fails_an_engine_wrong_in_any_one_output() {
     let flow = Arc::new(random_mixed_flow(4, 6, 16, 9));
-    let x = model_rows(&flow, 500, 2);
+    let x = model_rows(&flow, 500, 2).unwrap();
     assert!(verify(&CpuReference::new(flow.clone()), &x).unwrap().passed());
     for fault in [
         Fault::Latent,

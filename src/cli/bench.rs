@@ -86,7 +86,7 @@ fn bench(model: &str, devices: &[Device], mut options: BenchOptions, json: Optio
     let report = realnvp::bench::run(Arc::new(flow), model, &options, &|line| eprintln!("{line}"));
     println!("{}", report.markdown());
     if let Some(path) = json {
-        realnvp::format::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        realnvp::output::write_atomically(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -75,7 +75,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let state = &args.state;
     realnvp::output::check_distinct(&[state], &[&args.output])?;
-    let bytes = std::fs::read(state).with_context(|| format!("reading {}", state.display()))?;
+    let bytes = realnvp::format::read_regular_file(state)?;
     let mut sd = StateDict::from_bytes(&bytes).with_context(|| format!("reading {}", state.display()))?;
     let flow = match args.library {
         Library::Normflows => normflows(&args, &mut sd)?,

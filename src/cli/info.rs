@@ -30,10 +30,12 @@ fn describe(flow: &Flow) -> String {
     out += &format!("parameters       {}\n", flow.parameter_count());
     out += &format!("FLOPs per row    {} (log p, mask-pruned)\n", flow.flops_per_row());
     out += &format!(
-        "GPU kernel       {} by default (--kernel auto: unrolled up to {} multiply-adds per row, this model has {})\n",
+        "GPU kernel       {} by default (--kernel auto: unrolled up to {} operations per row, this model has {}: {} multiply-adds and {} per layer)\n",
         KernelForm::Auto.resolve(flow).name(),
-        unrolled::MAX_MULTIPLY_ADDS,
+        unrolled::MAX_OPERATIONS,
+        unrolled::operations(flow),
         unrolled::multiply_adds(flow),
+        flow.dim as u64 + unrolled::LAYER_OVERHEAD,
     );
     out += "\n  #  kind                details                                             params    FLOPs/row\n";
     for (i, layer) in flow.layers.iter().enumerate() {

@@ -8,6 +8,7 @@ mod demo;
 mod devices;
 mod info;
 mod init;
+pub mod interrupt;
 mod options;
 mod sample;
 mod score;

@@ -44,7 +44,7 @@ pub struct Common {
 /// `--kernel`, shared by every subcommand that opens a GPU engine.
 #[derive(clap::Args, Clone, Copy)]
 pub struct KernelArg {
-    /// GPU kernel: auto (unrolled up to 20,000 multiply-adds per row, else interpreted),
+    /// GPU kernel: auto (unrolled up to 20,000 operations per row, see `realnvp info`, else interpreted),
     /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
     #[arg(long, default_value = "auto")]
     pub kernel: KernelForm,
@@ -58,7 +58,7 @@ impl Common {
             progress: !self.quiet,
             columns: self.columns.clone(),
             keep: self.keep.clone(),
-            ..StreamOptions::default()
+            interrupted: super::interrupt::requested,
         }
     }
 

@@ -48,14 +48,16 @@ pub fn run(args: Args) -> Result<()> {
 /// The rows to check: `--input`, or `-n` rows drawn from the model.
 fn rows(args: &Args, flow: &Flow) -> Result<Vec<f64>> {
     if let Some(path) = &args.input {
-        let (x, _, cols) = realnvp::npy::read_all(path)?;
-        if cols != flow.dim {
-            bail!("{} has {cols} columns but the model's D is {}", path.display(), flow.dim);
+        let reader = realnvp::npy::NpyReader::open(path)?;
+        if reader.cols() != flow.dim {
+            bail!("{} has {} columns but the model's D is {}", path.display(), reader.cols(), flow.dim);
         }
+        realnvp::verify::check_size(reader.rows(), flow.dim)?;
+        let (x, _, _) = realnvp::npy::read_all(path)?;
         println!("rows: {} from {}", x.len() / flow.dim, path.display());
         return Ok(x);
     }
-    let x = model_rows(flow, args.rows, args.seed);
+    let x = model_rows(flow, args.rows, args.seed)?;
     let drawn = x.len() / flow.dim;
     let dropped = if drawn < args.rows {
         format!("; {} draws were not finite in float32 and were dropped", args.rows - drawn)

@@ -63,13 +63,13 @@ pub struct Choice {
 /// error that says what to do instead, and generates the source.
 pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requested: KernelForm) -> Result<Choice> {
     let llvmpipe = is_llvmpipe(info);
-    let multiply_adds = unrolled::multiply_adds(flow);
+    let operations = unrolled::operations(flow);
     let form = requested.resolve(flow);
-    if llvmpipe && form == KernelForm::Unrolled && multiply_adds > unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS {
+    if llvmpipe && form == KernelForm::Unrolled && operations > unrolled::LLVMPIPE_MAX_OPERATIONS {
         return Err(Error::Gpu(format!(
-            "the unrolled kernel of this model has {multiply_adds} multiply-adds per row; {} would compile it for many minutes (82k take about a minute), so it is refused above {}; use --kernel interpreted, or --device native",
+            "the unrolled kernel of this model has {operations} operations per row; {} would compile it for many minutes (82k take about a minute), so it is refused above {}; use --kernel interpreted, or --device native",
             info.name,
-            unrolled::LLVMPIPE_MAX_MULTIPLY_ADDS
+            unrolled::LLVMPIPE_MAX_OPERATIONS
         )));
     }
     let source = generate(flow, form);
@@ -88,9 +88,9 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
             LLVMPIPE_LOOP_LIMIT
         )));
     }
-    let note = (form == KernelForm::Unrolled && multiply_adds > unrolled::MAX_MULTIPLY_ADDS).then(|| {
+    let note = (form == KernelForm::Unrolled && operations > unrolled::MAX_OPERATIONS).then(|| {
         format!(
-            "the unrolled kernel has {multiply_adds} multiply-adds per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
+            "the unrolled kernel has {operations} operations per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
         )
     });
     Ok(Choice { source, note })

@@ -18,7 +18,7 @@ pub const PHILOX_WGSL: &str = include_str!("../../../shaders/philox.wgsl");
 /// How the kernel evaluates the layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelForm {
-    /// Unrolled when the model has at most `unrolled::MAX_MULTIPLY_ADDS` multiply-adds
+    /// Unrolled when the model has at most `unrolled::MAX_OPERATIONS` operations
     /// per row, else interpreted.
     #[default]
     Auto,

@@ -17,13 +17,14 @@ use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputF
 
 use super::source::{header, io_loop_iterations, lit, push_base, split, KernelForm, KernelSource, TEMPLATE};
 
-/// Largest number of multiply-adds per row (both directions together are generated, so the
-/// shader holds twice this many FMAs) for which the straight-line form is used.
-pub const MAX_MULTIPLY_ADDS: u64 = 20_000;
+/// Largest [`operations`] per row (both directions together are generated, so the shader holds
+/// twice this many) for which `--kernel auto` picks the straight-line form.
+pub const MAX_OPERATIONS: u64 = 20_000;
 
-/// Largest unrolled model lavapipe/llvmpipe are asked to compile: their compile time grows
-/// faster than linearly (measured: 13.8k multiply-adds 3 s, 55k 24 s, 82k about a minute).
-pub const LLVMPIPE_MAX_MULTIPLY_ADDS: u64 = 200_000;
+/// Largest unrolled model ([`operations`]) lavapipe/llvmpipe are asked to compile: their
+/// compile time grows faster than linearly (measured: 13.8k multiply-adds 3 s, 55k 24 s, 82k
+/// about a minute).
+pub const LLVMPIPE_MAX_OPERATIONS: u64 = 200_000;
 
 /// Multiply-adds per row of one direction (mask-pruned, as generated).
 pub fn multiply_adds(flow: &Flow) -> u64 {
@@ -38,9 +39,21 @@ pub fn multiply_adds(flow: &Flow) -> u64 {
     total
 }
 
+/// Size of the straight-line code of one direction, in operations per row: the
+/// multiply-adds, plus for every layer (parameter-free ones too: a permutation, an
+/// elementwise affine) one per dimension and [`LAYER_OVERHEAD`] for its function. The
+/// unrolled kernel's build time grows with this; 20,000 permutation layers have no
+/// multiply-adds at all but take minutes and gigabytes to build.
+pub fn operations(flow: &Flow) -> u64 {
+    multiply_adds(flow) + flow.layers.len() as u64 * (flow.dim as u64 + LAYER_OVERHEAD)
+}
+
+/// Operations counted for each layer's function beside its per-dimension work.
+pub const LAYER_OVERHEAD: u64 = 8;
+
 /// Whether `flow` is small enough for straight-line code.
 pub fn fits(flow: &Flow) -> bool {
-    multiply_adds(flow) <= MAX_MULTIPLY_ADDS
+    operations(flow) <= MAX_OPERATIONS
 }
 
 /// The module for a validated flow: the template plus [`flow_functions`].
