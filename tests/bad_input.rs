@@ -511,3 +511,38 @@ fn disk_full_mid_run() {
     assert_eq!(std::fs::read(s.path("out.npy")).unwrap(), PREVIOUS);
     assert_eq!(s.files(), before, "a partial file was left");
 }
+
+/// Outputs that are not regular files are written through, not replaced: `/dev/null` stays a
+/// device (issue #16: as root it became a regular file), a FIFO gets the bytes; a symbolic
+/// link is followed: its target gets the output, the link stays a link.
+#[cfg(unix)]
+#[test]
+fn special_outputs_are_written_through_and_links_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = Setup::new();
+    let (m, x) = (s.arg("m.safetensors"), s.arg("x.npy"));
+    let score = |out: &str| run(&["score", "--model", &m, "--input", &x, "--output", out, "--device", "cpu", "--quiet"]);
+    let reference = s.arg("ref.npy");
+    assert!(score(&reference).status.success());
+    let want = std::fs::read(&reference).unwrap();
+
+    let null = score("/dev/null");
+    assert!(null.status.success(), "{}", String::from_utf8_lossy(&null.stderr));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+
+    let fifo = s.path("out.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    assert!(score(fifo.to_str().unwrap()).status.success());
+    assert_eq!(reader.join().unwrap(), want, "the FIFO got other bytes");
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+
+    let link = s.path("link.npy");
+    std::os::unix::fs::symlink("target.npy", &link).unwrap();
+    assert!(score(link.to_str().unwrap()).status.success());
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert_eq!(std::fs::read(s.path("target.npy")).unwrap(), want);
+}
