@@ -280,7 +280,7 @@ pub fn from_normflows(sd: &mut StateDict, o: &NormflowsOptions) -> Result<Flow> 
     }
     sd.ensure_all_used("")?;
     layers.reverse();
-    let flow = Flow { dim, base, layers };
+    let flow = Flow { features: None, dim, base, layers };
     flow.validate()?;
     Ok(flow)
 }
@@ -482,7 +482,7 @@ pub fn from_nflows(sd: &mut StateDict, o: &NflowsOptions) -> Result<Flow> {
         }
     }
     sd.ensure_all_used(" (check --layers and --blocks-per-layer)")?;
-    let flow = Flow { dim: d, base: Base::StandardNormal, layers };
+    let flow = Flow { features: None, dim: d, base: Base::StandardNormal, layers };
     flow.validate()?;
     Ok(flow)
 }

@@ -32,6 +32,9 @@ pub enum TensorDtype {
 struct Config {
     version: u32,
     dim: usize,
+    /// The data features' names (optional; see [`Flow::features`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    features: Option<Vec<String>>,
     base: BaseKind,
     layers: Vec<LayerConfig>,
 }
@@ -168,7 +171,7 @@ fn build_flow(config: &Config, tensors: &mut TensorStore) -> Result<Flow> {
     };
     let layers =
         config.layers.iter().enumerate().map(|(i, l)| build_layer(i, l, d, tensors)).collect::<Result<Vec<_>>>()?;
-    Ok(Flow { dim: d, base, layers })
+    Ok(Flow { features: config.features.clone(), dim: d, base, layers })
 }
 
 fn build_layer(i: usize, config: &LayerConfig, d: usize, tensors: &mut TensorStore) -> Result<Layer> {
@@ -400,7 +403,7 @@ fn describe_flow<'a>(flow: &'a Flow, tensors: &mut TensorMap<'a>) -> Config {
         }
     };
     let layers = flow.layers.iter().enumerate().map(|(i, l)| describe_layer(i, l, d, tensors)).collect();
-    Config { version: FORMAT_VERSION, dim: d, base, layers }
+    Config { version: FORMAT_VERSION, dim: d, features: flow.features.clone(), base, layers }
 }
 
 fn describe_layer<'a>(i: usize, layer: &'a Layer, d: usize, tensors: &mut TensorMap<'a>) -> LayerConfig {

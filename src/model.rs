@@ -16,6 +16,11 @@ pub struct Flow {
     pub base: Base,
     /// Layers in data→latent order.
     pub layers: Vec<Layer>,
+    /// Names of the D data features, in order, when the model records them (`init`/`convert
+    /// --features`): Parquet input reads these columns unless `--columns` says otherwise, and
+    /// data-space Parquet outputs (`inverse`, `sample`) name their columns by them (else
+    /// `x0…`).
+    pub features: Option<Vec<String>>,
 }
 
 /// The latent (base) distribution.
@@ -478,6 +483,9 @@ impl Flow {
         for (i, layer) in self.layers.iter().enumerate() {
             self.validate_layer(i, layer)?;
         }
+        if let Some(names) = &self.features {
+            check_feature_names(names, self.dim)?;
+        }
         Ok(())
     }
 
@@ -503,6 +511,22 @@ impl Flow {
             }
         }
     }
+}
+
+/// Feature names: D of them, each non-empty and different from the others.
+pub fn check_feature_names(names: &[String], dim: usize) -> Result<()> {
+    if names.len() != dim {
+        return Err(Error::Model(format!("{} feature names {names:?} for D = {dim}", names.len())));
+    }
+    for (i, name) in names.iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(Error::Model(format!("feature name {i} is empty")));
+        }
+        if names[..i].contains(name) {
+            return Err(Error::Model(format!("feature name {name:?} appears twice")));
+        }
+    }
+    Ok(())
 }
 
 fn validate_coupling(i: usize, c: &Coupling, d: usize) -> Result<()> {

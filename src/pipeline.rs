@@ -195,7 +195,12 @@ impl Source {
     /// Opens `input` for `engine`'s flow; its width must be D.
     fn open(engine: &dyn Engine, input: &Path, opts: &StreamOptions) -> Result<Source> {
         let source = if is_parquet(input) {
-            Source::Parquet(ParquetReader::open(input, &opts.columns, &opts.keep, opts.rows_per_chunk(engine))?)
+            // --columns, else the model's feature names, else every column not kept
+            let columns = match (&engine.flow().features, opts.columns.is_empty()) {
+                (Some(names), true) => names,
+                _ => &opts.columns,
+            };
+            Source::Parquet(ParquetReader::open(input, columns, &opts.keep, opts.rows_per_chunk(engine))?)
         } else if !opts.columns.is_empty() || !opts.keep.is_empty() {
             return Err(Error::Argument("--columns and --keep apply to Parquet input (a .parquet file)".into()));
         } else {
@@ -251,11 +256,11 @@ impl Source {
     }
 }
 
-/// What a pass writes: rows `[N, D]` (named `{prefix}0…` as Parquet columns) and/or one value
+/// What a pass writes: rows `[N, D]` (named `row_names` as Parquet columns) and/or one value
 /// per row `[N]` (named `per_row_name`).
 struct Outputs<'a> {
     rows: Option<&'a Path>,
-    row_prefix: &'a str,
+    row_names: Vec<String>,
     per_row: Option<&'a Path>,
     per_row_name: &'a str,
     /// Parquet: a `row` column of global row indices first (sampling).
@@ -290,8 +295,7 @@ impl Sink {
                 )));
             }
             let has_rows = out.rows.is_some();
-            let mut names: Vec<String> =
-                if has_rows { (0..dim).map(|j| format!("{}{j}", out.row_prefix)).collect() } else { Vec::new() };
+            let mut names: Vec<String> = if has_rows { out.row_names.clone() } else { Vec::new() };
             names.push(out.per_row_name.to_owned());
             let writer = ParquetWriter::create(path, kept, out.row_index, &names, opts.output_dtype)?;
             return Ok(Sink::Parquet { writer, dim: if has_rows { dim } else { 0 } });
@@ -360,7 +364,7 @@ pub fn score_file(
     crate::output::check_distinct(&[input], &output.into_iter().collect::<Vec<_>>())?;
     let source = Source::open(engine, input, opts)?;
     let dim = source.cols();
-    let out = Outputs { rows: None, row_prefix: "", per_row: output, per_row_name: "log_prob", row_index: false };
+    let out = Outputs { rows: None, row_names: Vec::new(), per_row: output, per_row_name: "log_prob", row_index: false };
     let sum = match working_dtype(source.dtype(), opts) {
         NpyDtype::F32 => stream::<f32>(engine, Pass::LogProb, source, &out, opts)?.0,
         NpyDtype::F64 => stream::<f64>(engine, Pass::LogProb, source, &out, opts)?.0,
@@ -388,9 +392,8 @@ pub fn transform_file(
     crate::output::check_distinct(&[input], &outputs)?;
     let source = Source::open(engine, input, opts)?;
     let rows = source.rows();
-    let prefix = if pass == Pass::ToLatent { "z" } else { "x" };
-    let out =
-        Outputs { rows: Some(output), row_prefix: prefix, per_row: logdet, per_row_name: "logdet", row_index: false };
+    let row_names = column_names(engine.flow(), pass == Pass::ToData);
+    let out = Outputs { rows: Some(output), row_names, per_row: logdet, per_row_name: "logdet", row_index: false };
     let nonfinite = match working_dtype(source.dtype(), opts) {
         NpyDtype::F32 => stream::<f32>(engine, pass, source, &out, opts)?.1,
         NpyDtype::F64 => stream::<f64>(engine, pass, source, &out, opts)?.1,
@@ -448,7 +451,8 @@ pub fn sample_to_file(
     let outputs: Vec<&Path> = std::iter::once(output).chain(log_q).collect();
     crate::output::check_distinct(&[], &outputs)?;
     let start = Instant::now();
-    let out = Outputs { rows: Some(output), row_prefix: "x", per_row: log_q, per_row_name: "log_q", row_index: true };
+    let row_names = column_names(engine.flow(), true);
+    let out = Outputs { rows: Some(output), row_names, per_row: log_q, per_row_name: "log_q", row_index: true };
     let nonfinite = match opts.output_dtype {
         NpyDtype::F32 => sample_in::<f32>(engine, n, draw, &out, opts)?,
         NpyDtype::F64 => sample_in::<f64>(engine, n, draw, &out, opts)?,
@@ -486,6 +490,15 @@ fn sample_in<T: Real>(
     sink.finish()?;
     bar.finish_and_clear();
     Ok(nonfinite)
+}
+
+/// Parquet column names of output rows: data-space rows (`inverse`, `sample`) by the model's
+/// feature names, else `x0…`; latent rows `z0…`.
+fn column_names(flow: &crate::model::Flow, data_space: bool) -> Vec<String> {
+    match (&flow.features, data_space) {
+        (Some(names), true) => names.clone(),
+        _ => (0..flow.dim).map(|j| format!("{}{j}", if data_space { "x" } else { "z" })).collect(),
+    }
 }
 
 fn transform_summary(engine: &dyn Engine, rows: usize, nonfinite: u64, start: Instant) -> TransformSummary {

@@ -149,7 +149,7 @@ pub fn init_flow(spec: &InitSpec, seed: u64) -> Result<Flow> {
             })
         })
         .collect();
-    let flow = Flow { dim: d, base: Base::StandardNormal, layers };
+    let flow = Flow { features: None, dim: d, base: Base::StandardNormal, layers };
     flow.validate()?;
     Ok(flow)
 }
@@ -238,7 +238,7 @@ pub fn random_mixed_flow(dim: usize, depth: usize, max_hidden: usize, seed: u64)
             log_scale: (0..dim).map(|_| nonzero_uniform(&mut rng, 0.3)).collect(),
         }
     };
-    Flow { dim, base, layers }
+    Flow { features: None, dim, base, layers }
 }
 
 /// A random coupling layer of dimension `dim` ≥ 2 with hidden widths up to `max_hidden`.

@@ -286,6 +286,7 @@ fn sample_draws_from_the_model_distribution() {
     let d = dir.path();
     let (a, b, m, s_) = ([0.7, -0.4], [1.5, -2.0], [0.3, -1.2], [0.5, -0.8]);
     let flow = Flow {
+        features: None,
         dim: 2,
         base: Base::DiagonalNormal { loc: m.to_vec(), log_scale: s_.to_vec() },
         layers: vec![Layer::ElementwiseAffine {

@@ -46,6 +46,7 @@ fn full_flow() -> Flow {
         scale: ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
     };
     Flow {
+        features: None,
         dim: 4,
         base: Base::DiagonalNormal { loc: vec![0.1, -0.2, 0.3, 0.0], log_scale: vec![0.1, 0.2, -0.1, 0.05] },
         layers: vec![

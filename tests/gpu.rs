@@ -289,6 +289,7 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     // parameter-free layers count toward the unrolled size (issue 16: 20,000 permutations
     // took minutes and gigabytes to build): auto interprets them, llvmpipe refuses to unroll
     let permutations = Flow {
+        features: None,
         dim: 2,
         base: Base::StandardNormal,
         layers: vec![Layer::Permutation { perm: vec![1, 0] }; 20_000],

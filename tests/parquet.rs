@@ -288,3 +288,66 @@ fn parquet_scoring_memory_stays_bounded_on_a_file_larger_than_the_chunk() {
     };
     assert!(rss < 64 << 20, "peak RSS {} MiB for 96 MB of input", rss >> 20);
 }
+
+/// A model that records its feature names (`init`/`convert --feature-names`) reads those
+/// columns by default, whatever their order in the file, and names its data-space outputs
+/// by them; the latent side stays `z0…`. Names that do not fit D are refused.
+#[test]
+fn feature_names_in_the_model_choose_the_columns_and_name_the_outputs() {
+    let dir = tempdir();
+    let input = dir.path().join("x.parquet");
+    write_table(&input, 1200, 500);
+    let mut named = reference_model("seed4d").unwrap();
+    // the file holds a, b, c, d; the model's features are d, c, b, a
+    named.features = Some(["d", "c", "b", "a"].map(String::from).to_vec());
+    let named = std::sync::Arc::new(named);
+    let engine = named.engine(&Device::Cpu).unwrap();
+    let (by_names, by_columns) = (dir.path().join("n.parquet"), dir.path().join("c.parquet"));
+    score_file(engine.as_ref(), &input, Some(&by_names), &options(300, &[], &["id"])).unwrap();
+    score_file(engine.as_ref(), &input, Some(&by_columns), &options(300, &["d", "c", "b", "a"], &["id"])).unwrap();
+    let (n, c) = (read_table(&by_names), read_table(&by_columns));
+    assert_eq!(n.column(1).as_ref(), c.column(1).as_ref(), "default columns = --columns d,c,b,a");
+    // without names the default is every column not kept, in file order: a, b, c, d (id, name
+    // are kept or refused): a different result
+    let plain = reference_model("seed4d").unwrap().engine(&Device::Cpu).unwrap();
+    let unnamed = dir.path().join("u.parquet");
+    score_file(plain.as_ref(), &input, Some(&unnamed), &options(300, &[], &["id", "name"])).unwrap();
+    assert_ne!(read_table(&unnamed).column(2).as_ref(), n.column(1).as_ref());
+
+    let names = |path: &Path| -> Vec<String> {
+        read_table(path).schema().fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let samples = dir.path().join("s.parquet");
+    sample_to_file(engine.as_ref(), 10, &Draw::new(1, 0), &samples, None, &options(0, &[], &[])).unwrap();
+    assert_eq!(names(&samples), ["row", "d", "c", "b", "a", "log_q"]);
+    let z = dir.path().join("z.parquet");
+    transform_file(engine.as_ref(), Pass::ToLatent, &input, &z, None, &options(0, &[], &["id"])).unwrap();
+    assert_eq!(names(&z), ["id", "z0", "z1", "z2", "z3", "logdet"]);
+    let x = dir.path().join("back.parquet");
+    transform_file(engine.as_ref(), Pass::ToData, &z, &x, None, &options(0, &["z0", "z1", "z2", "z3"], &[])).unwrap();
+    assert_eq!(names(&x), ["d", "c", "b", "a", "logdet"]);
+
+    // the names survive the model file; names that do not fit are refused
+    let path = dir.path().join("m.safetensors");
+    named.save(&path, realnvp::format::TensorDtype::F32).unwrap();
+    assert_eq!(realnvp::model::Flow::load(&path).unwrap().features, named.features);
+    let bin = env!("CARGO_BIN_EXE_realnvp");
+    for (names, needle) in [("a,b,c", "3 feature names"), ("a,b,a,d", "appears twice"), ("a,,c,d", "empty")] {
+        let out = Command::new(bin)
+            .args(["init", "--dim", "4", "--layers", "2", "--feature-names", names, "-o"])
+            .arg(dir.path().join("bad.safetensors"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{names}: {err}");
+        assert!(!dir.path().join("bad.safetensors").exists());
+    }
+    let out = Command::new(bin)
+        .args(["init", "--dim", "4", "--layers", "2", "--feature-names", "p,q,r,s", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let info = Command::new(bin).arg("info").arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("features         p, q, r, s"));
+}

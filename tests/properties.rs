@@ -45,7 +45,7 @@ proptest! {
         for r in 0..16 {
             let mut v = x[r * d..(r + 1) * d].to_vec();
             for (i, layer) in flow.layers.iter().enumerate() {
-                let one = Flow { dim: d, base: flow.base.clone(), layers: vec![layer.clone()] };
+                let one = Flow { features: None, dim: d, base: flow.base.clone(), layers: vec![layer.clone()] };
                 let (mut out, mut back) = (vec![0.0; d], vec![0.0; d]);
                 let ld = reference::row_to_latent(&one, &v, &mut out);
                 let ld_back = reference::row_to_data(&one, &out, &mut back);

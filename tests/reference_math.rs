@@ -56,7 +56,7 @@ fn seed_layer(direction: Direction) -> Coupling {
 #[test]
 fn seed_coupling_matches_hand_computed_values() {
     let flow =
-        Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))] };
+        Flow { features: None, dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))] };
     let x = [0.7, -1.3, 0.4, 2.1];
     // s3 = 0.5·x1 − 0.7·x2 − 0.3, s4 = −0.6·x1 + 0.2·x2 + 0.25 (x3, x4 are masked out)
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
@@ -85,7 +85,7 @@ fn seed_coupling_matches_hand_computed_values() {
 fn latent_to_data_direction_inverts_the_stored_map() {
     // normflows' convention: the stored map goes latent→data, so data→latent divides.
     let flow =
-        Flow { dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))] };
+        Flow { features: None, dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))] };
     let x = [0.7, -1.3, 0.4, 2.1];
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
     let t3 = 0.9 * 0.7 - 1.1 * -1.3 + 0.4;
@@ -114,7 +114,7 @@ fn hidden_layer_and_shared_conditioner_by_hand() {
         conditioner: Conditioner::Shared { st, layout: Layout::Interleaved },
         scale: ScaleFn::Sigmoid { offset: 2.0, eps: 1e-3 },
     };
-    let flow = Flow { dim: 3, base: Base::StandardNormal, layers: vec![Layer::Coupling(c)] };
+    let flow = Flow { features: None, dim: 3, base: Base::StandardNormal, layers: vec![Layer::Coupling(c)] };
     let x = [0.8, 1.5, -2.0];
     let h = [(1.5 * 0.8 + 0.1f64).tanh(), (-0.5 * 0.8 + 0.2f64).tanh()];
     let out = [h[0], h[1] + 0.1, 0.5 * h[0] + 0.5 * h[1] + 0.2, -h[0] + 2.0 * h[1] + 0.3];

@@ -164,6 +164,7 @@ fn log_q_at_temperature_one_is_the_models_log_p() {
 fn tempered_samples_and_log_q_match_the_closed_form() {
     let (a, b, m, s) = ([0.7, -0.4, 0.1], [1.5, -2.0, 0.3], [0.3, -1.2, 2.0], [0.5, -0.8, 0.0]);
     let flow = Flow {
+        features: None,
         dim: 3,
         base: Base::DiagonalNormal { loc: m.to_vec(), log_scale: s.to_vec() },
         layers: vec![Layer::ElementwiseAffine {

@@ -185,8 +185,8 @@ class Flow:
     @property
     def info(self) -> Dict[str, Any]:
         """dim, base, layers (kinds, data→latent), parameters, flops_per_row (log p), gpu_kernel
-        (the form ``kernel="auto"`` picks), engine, dtype, note (e.g. why ``auto`` chose this
-        engine)."""
+        (the form ``kernel="auto"`` picks), features (the data features' names, or None),
+        engine, dtype, note (e.g. why ``auto`` chose this engine)."""
         info = json.loads(self._engine.model.info_json())
         info.update(engine=self.engine, dtype=str(self.dtype), note=self._engine.note)
         return info

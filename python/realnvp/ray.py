@@ -90,8 +90,9 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     ``output_column`` (log p in nats; null where a feature is null, NaN where one is NaN).
 
     model: a model file's path (read here and shipped to the workers), its bytes, or a
-    :class:`realnvp.Flow`. columns: the feature columns in the model's order (default: every
-    floating-point column of the dataset, in schema order). concurrency: the actor pool
+    :class:`realnvp.Flow`. columns: the feature columns in the model's order (default: the
+    model's feature names when it records them, else every floating-point column of the
+    dataset, in schema order). concurrency: the actor pool
     (``n`` or ``(min, max)``; default 1 actor); num_gpus: per actor (1 for one GPU per
     actor). threads: CPU threads per actor for the native engine (default: all the worker's
     cores; set it to the actor's ``num_cpus`` when several actors share a node). num_cpus: Ray
@@ -100,7 +101,10 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     the pipeline waits for a free CPU forever.
     """
     payload = _model_bytes(model)
-    dim = _open(payload, "cpu", "auto", 1).dim
+    info = _open(payload, "cpu", "auto", 1).info
+    dim = info["dim"]
+    if columns is None and info.get("features"):
+        columns = info["features"]
     if columns is None:
         import pyarrow as pa
 
@@ -160,12 +164,13 @@ def mean_log_prob(dataset: Any, column: str = "log_prob") -> float:
 def _sample_shard(batch: Dict[str, np.ndarray], model: bytes, seed: int, temperature: float, device: str,
                   kernel: str, threads: Optional[int]) -> Dict[str, np.ndarray]:
     flow = _open(model, device, kernel, threads)
+    names = flow.info.get("features") or [f"x{j}" for j in range(flow.dim)]
     out: Dict[str, List[np.ndarray]] = {}
     for first, rows in zip(batch["first_row"], batch["rows"]):
         x, log_q = flow.sample(int(rows), seed=seed, first_row=int(first), temperature=temperature)
         out.setdefault("row", []).append(np.arange(int(first), int(first) + int(rows), dtype=np.uint64))
-        for j in range(x.shape[1]):
-            out.setdefault(f"x{j}", []).append(x[:, j])
+        for j, name in enumerate(names):
+            out.setdefault(name, []).append(x[:, j])
         out.setdefault("log_q", []).append(log_q)
     return {k: np.concatenate(v) for k, v in out.items()}
 
@@ -174,7 +179,8 @@ def sample(model: ModelLike, n: int, seed: int, shards: int = 1, device: str = "
            temperature: float = 1.0, kernel: str = "auto", threads: Optional[int] = None,
            num_gpus: Optional[float] = None) -> Any:
     """Draws rows ``first_row … first_row + n − 1`` of ``seed``'s stream as a Ray Dataset with
-    columns ``row`` (the global row index), ``x0…`` and ``log_q``; shard k draws its own
+    columns ``row`` (the global row index), ``x0…`` (or the model's feature names) and
+    ``log_q``; shard k draws its own
     contiguous range, so the rows equal ``realnvp sample --seed S -n N`` row for row (sort by
     ``row``: Ray does not keep the shards' order unless told to)."""
     import ray

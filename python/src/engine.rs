@@ -37,6 +37,8 @@ struct ModelInfo<'a> {
     parameters: usize,
     flops_per_row: u64,
     gpu_kernel: &'a str,
+    /// The data features' names, when the model records them.
+    features: Option<&'a [String]>,
 }
 
 #[pymethods]
@@ -62,7 +64,7 @@ impl Model {
     }
 
     /// `Flow.info` as JSON: dim, base, layer kinds (data→latent), parameters, FLOPs per row
-    /// of log p, and the GPU kernel form `kernel="auto"` picks.
+    /// of log p, the GPU kernel form `kernel="auto"` picks, and the feature names (or null).
     fn info_json(&self) -> PyResult<String> {
         let flow = &self.flow;
         let info = ModelInfo {
@@ -75,6 +77,7 @@ impl Model {
             parameters: flow.parameter_count(),
             flops_per_row: flow.flops_per_row(),
             gpu_kernel: KernelForm::Auto.resolve(flow).name(),
+            features: flow.features.as_deref(),
         };
         json(&info)
     }

@@ -167,6 +167,30 @@ def test_cluster_sampling_equals_realnvp_sample(cluster, cli, models, tmp_path):
         np.testing.assert_array_equal(df[c].to_numpy(), want[c].to_numpy(), err_msg=c)
 
 
+def test_feature_names_choose_the_columns_and_name_the_samples(cluster, cli, tmp_path):
+    """A model recording its feature names (here in another order than the files') scores
+    those columns by default, as the CLI does without --columns, and names its samples by
+    them."""
+    model = tmp_path / "named.safetensors"
+    cli("init", "--dim", 4, "--layers", 3, "--hidden", "8", "--seed", 5, "--feature-names", "d,b,c,a", "-o", model)
+    assert realnvp.load(model, device="cpu").info["features"] == ["d", "b", "c", "a"]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_dataset(data, 2, 500, seed=3)
+    table = arrow(rr.score(ray.data.read_parquet(str(data)), str(model), device="native"))
+    out = tmp_path / "cli.parquet"
+    cli("score", "--model", model, "--input", data / "part-00.parquet", "--keep", "id", "--output", out,
+        "--device", "native", "--quiet")
+    want = pq.read_table(out)
+    got = table.sort_by("id").slice(0, 500)
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()
+    a, b = got.column("log_prob").to_numpy(zero_copy_only=False), want.column("log_prob").to_numpy(zero_copy_only=False)
+    assert np.array_equal(np.isnan(a.astype(np.float64)), np.isnan(b.astype(np.float64)))
+    assert rel_err(a, b) <= F32_TOL
+    samples = rr.sample(str(model), 20, seed=1, shards=2, device="native").to_pandas()
+    assert sorted(samples.columns) == sorted(["row", "d", "b", "c", "a", "log_q"])
+
+
 def test_bad_arguments_are_refused(cluster, models, tmp_path):
     ds = ray.data.from_items([{"a": 1.0, "b": 2.0}])
     with pytest.raises(ValueError, match="D = 5 but 2 feature columns"):

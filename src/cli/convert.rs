@@ -70,6 +70,10 @@ pub struct Args {
     /// norms keep full precision).
     #[arg(long)]
     f32: bool,
+    /// Names of the D data features, comma-separated, recorded in the model: Parquet input
+    /// reads these columns by default, and data-space Parquet outputs are named by them.
+    #[arg(long, value_delimiter = ',')]
+    feature_names: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
         Library::Normflows => normflows(&args, &mut sd)?,
         Library::Nflows => nflows(&args, &mut sd)?,
     };
+    let flow = super::options::with_feature_names(flow, &args.feature_names)?;
     let output = &args.output;
     Flow::save(&flow, output, if args.f32 { TensorDtype::F32 } else { TensorDtype::F64 })?;
     println!(

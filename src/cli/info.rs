@@ -26,6 +26,9 @@ fn describe(flow: &Flow) -> String {
         Base::DiagonalNormal { .. } => "diagonal_normal",
     };
     out += &format!("base             {base}\n");
+    if let Some(names) = &flow.features {
+        out += &format!("features         {}\n", names.join(", "));
+    }
     out += &format!("layers           {}\n", flow.layers.len());
     out += &format!("parameters       {}\n", flow.parameter_count());
     out += &format!("FLOPs per row    {} (log p, mask-pruned)\n", flow.flops_per_row());

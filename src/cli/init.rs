@@ -33,6 +33,10 @@ pub struct Args {
     /// Store parameters as float64 (default float32).
     #[arg(long)]
     f64: bool,
+    /// Names of the D data features, comma-separated, recorded in the model: Parquet input
+    /// reads these columns by default, and data-space Parquet outputs are named by them.
+    #[arg(long, value_delimiter = ',')]
+    feature_names: Vec<String>,
     #[arg(short, long)]
     output: PathBuf,
 }
@@ -47,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         s_output: args.s_output,
         direction: Direction::DataToLatent,
     };
-    let flow = init_flow(&spec, args.seed)?;
+    let flow = super::options::with_feature_names(init_flow(&spec, args.seed)?, &args.feature_names)?;
     Flow::save(&flow, &args.output, if args.f64 { TensorDtype::F64 } else { TensorDtype::F32 })?;
     println!(
         "wrote {} ({} parameters, {} FLOPs/row)",

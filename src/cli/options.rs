@@ -79,3 +79,13 @@ impl Common {
         Ok(engine)
     }
 }
+
+/// `flow` with `--feature-names` recorded (none given: as it was), validated against its D.
+pub fn with_feature_names(mut flow: Flow, names: &[String]) -> Result<Flow> {
+    if !names.is_empty() {
+        realnvp::model::check_feature_names(names, flow.dim)
+            .map_err(|e| anyhow::anyhow!("--feature-names: {}", e.to_string().trim_start_matches("invalid model: ")))?;
+        flow.features = Some(names.to_vec());
+    }
+    Ok(flow)
+}
