@@ -115,9 +115,6 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
         raise ValueError(f"the model has D = {dim} but {len(columns)} feature columns were given or found: {columns}")
     if output_column in columns:
         raise ValueError(f"output_column {output_column!r} is a feature column")
-    remote: Dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
-    if num_cpus is not None:
-        remote["num_cpus"] = num_cpus
     import ray
 
     size = concurrency or 1
@@ -130,8 +127,11 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
         batch_size=batch_size,
         compute=pool,
         num_gpus=num_gpus,
+        num_cpus=num_cpus,
         zero_copy_batch=True,
-        **remote,
+        # no retry arguments: Ray Data restarts dead map actors and retries their batches (and
+        # retries map tasks) without limit by default, which test_ray's killed worker checks;
+        # Ray 2.60 deprecates passing them (`**ray_remote_args`, `ray_remote_args_fn`)
     )
 
 
@@ -195,5 +195,4 @@ def sample(model: ModelLike, n: int, seed: int, shards: int = 1, device: str = "
         fn_kwargs=dict(model=payload, seed=seed, temperature=temperature, device=device, kernel=kernel, threads=threads),
         batch_size=1,
         num_gpus=num_gpus,
-        max_retries=-1,
     )
