@@ -68,7 +68,10 @@ impl StateDict {
             return Err(convert_error(format!("key {name} has shape {shape:?}; expected {len} values")));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(convert_error(format!("key {name} holds {} at index {i}; a trained model's tensors are finite", values[i])));
+            return Err(convert_error(format!(
+                "key {name} holds {} at index {i}; a trained model's tensors are finite",
+                values[i]
+            )));
         }
         self.used.insert(name.to_owned());
         Ok(values.clone())

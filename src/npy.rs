@@ -65,7 +65,8 @@ impl NpyReader {
         // stat before opening: opening a FIFO blocks until someone writes to it
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
             return Err(data_err(
-                "not a regular file (a pipe, device or directory); .npy input is read by its size, save it to a file".into(),
+                "not a regular file (a pipe, device or directory); .npy input is read by its size, save it to a file"
+                    .into(),
             ));
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;

@@ -62,7 +62,9 @@ impl ParquetReader {
         let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
         // stat before opening: opening a FIFO blocks until someone writes to it
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            return Err(data_err("not a regular file (a pipe, device or directory); Parquet is read from a file".into()));
+            return Err(data_err(
+                "not a regular file (a pipe, device or directory); Parquet is read from a file".into(),
+            ));
         }
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)

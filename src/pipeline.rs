@@ -364,7 +364,8 @@ pub fn score_file(
     crate::output::check_distinct(&[input], &output.into_iter().collect::<Vec<_>>())?;
     let source = Source::open(engine, input, opts)?;
     let dim = source.cols();
-    let out = Outputs { rows: None, row_names: Vec::new(), per_row: output, per_row_name: "log_prob", row_index: false };
+    let out =
+        Outputs { rows: None, row_names: Vec::new(), per_row: output, per_row_name: "log_prob", row_index: false };
     let sum = match working_dtype(source.dtype(), opts) {
         NpyDtype::F32 => stream::<f32>(engine, Pass::LogProb, source, &out, opts)?.0,
         NpyDtype::F64 => stream::<f64>(engine, Pass::LogProb, source, &out, opts)?.0,

@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn, MAX_INIT_PARAMETERS, MAX_LAYERS,
+    Activation, Base, Conditioner, Coupling, Direction, Flow, Layer, Layout, Linear, Mlp, OutputFn, ScaleFn,
+    MAX_INIT_PARAMETERS, MAX_LAYERS,
 };
 
 /// Scale-function family chosen for `init` (parameters take their documented defaults).
@@ -110,11 +111,15 @@ pub fn init_flow(spec: &InitSpec, seed: u64) -> Result<Flow> {
         return Err(Error::Argument("hidden widths must be positive".into()));
     }
     if spec.layers > MAX_LAYERS {
-        return Err(Error::Argument(format!("--layers {} is more than the {MAX_LAYERS} a model may have", spec.layers)));
+        return Err(Error::Argument(format!(
+            "--layers {} is more than the {MAX_LAYERS} a model may have",
+            spec.layers
+        )));
     }
     // s and t nets of sizes D → hidden… → D, weights and biases, per layer; checked before
     // anything is allocated
-    let sizes: Vec<u64> = std::iter::once(spec.dim).chain(spec.hidden.iter().copied()).chain([spec.dim]).map(|v| v as u64).collect();
+    let sizes: Vec<u64> =
+        std::iter::once(spec.dim).chain(spec.hidden.iter().copied()).chain([spec.dim]).map(|v| v as u64).collect();
     let per_net = sizes.windows(2).try_fold(0u64, |acc, w| w[0].checked_add(1)?.checked_mul(w[1])?.checked_add(acc));
     let total = per_net.and_then(|p| p.checked_mul(2)?.checked_mul(spec.layers as u64));
     match total {

@@ -285,7 +285,8 @@ fn model_with_a_missing_tensor() {
 #[test]
 fn model_with_an_extra_tensor() {
     let s = Setup::new();
-    let m = s.write("bad.safetensors", &s.edited_model(|_, t| t.push(("layers.9.s.0.weight".into(), vec![2], vec![0; 8]))));
+    let m =
+        s.write("bad.safetensors", &s.edited_model(|_, t| t.push(("layers.9.s.0.weight".into(), vec![2], vec![0; 8]))));
     s.model_refused(&m, &["bad.safetensors", "layers.9.s.0.weight"]);
 }
 
@@ -332,24 +333,24 @@ fn model_with_an_unknown_scale_function() {
 #[test]
 fn model_with_an_unknown_activation() {
     let s = Setup::new();
-    let m = s.write(
-        "bad.safetensors",
-        &s.edited_model(|c, _| c["layers"][0]["nets"]["t"]["activation"] = "swish2".into()),
-    );
+    let m =
+        s.write("bad.safetensors", &s.edited_model(|c, _| c["layers"][0]["nets"]["t"]["activation"] = "swish2".into()));
     s.model_refused(&m, &["bad.safetensors", "swish2"]);
 }
 
 #[test]
 fn model_with_a_mask_of_all_ones() {
     let s = Setup::new();
-    let m = s.write("bad.safetensors", &s.edited_model(|c, _| c["layers"][1]["mask"] = serde_json::json!([1, 1, 1, 1])));
+    let m =
+        s.write("bad.safetensors", &s.edited_model(|c, _| c["layers"][1]["mask"] = serde_json::json!([1, 1, 1, 1])));
     s.model_refused(&m, &["bad.safetensors", "layer 1", "mask"]);
 }
 
 #[test]
 fn model_with_a_mask_of_all_zeros() {
     let s = Setup::new();
-    let m = s.write("bad.safetensors", &s.edited_model(|c, _| c["layers"][0]["mask"] = serde_json::json!([0, 0, 0, 0])));
+    let m =
+        s.write("bad.safetensors", &s.edited_model(|c, _| c["layers"][0]["mask"] = serde_json::json!([0, 0, 0, 0])));
     s.model_refused(&m, &["bad.safetensors", "layer 0", "mask"]);
 }
 
@@ -431,7 +432,10 @@ fn verify_with_a_gigantic_row_count_is_refused_before_allocating() {
 fn verify_input_with_the_wrong_column_count() {
     let s = Setup::new();
     let f = s.write("x3.npy", &npy("<f4", false, "(10, 3)", &[0; 120]));
-    s.refused(&["verify", "--model", &s.arg("m.safetensors"), "--input", &f, "--device", "native"], &["x3.npy", "3 columns"]);
+    s.refused(
+        &["verify", "--model", &s.arg("m.safetensors"), "--input", &f, "--device", "native"],
+        &["x3.npy", "3 columns"],
+    );
 }
 
 // ---- outputs ----
@@ -497,7 +501,9 @@ fn disk_full_mid_run() {
     unsafe {
         cmd.pre_exec(|| {
             let limit = libc::rlimit { rlim_cur: 64 << 10, rlim_max: 64 << 10 };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0
+                || libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -521,7 +527,8 @@ fn special_outputs_are_written_through_and_links_followed() {
     use std::os::unix::fs::FileTypeExt;
     let s = Setup::new();
     let (m, x) = (s.arg("m.safetensors"), s.arg("x.npy"));
-    let score = |out: &str| run(&["score", "--model", &m, "--input", &x, "--output", out, "--device", "cpu", "--quiet"]);
+    let score =
+        |out: &str| run(&["score", "--model", &m, "--input", &x, "--output", out, "--device", "cpu", "--quiet"]);
     let reference = s.arg("ref.npy");
     assert!(score(&reference).status.success());
     let want = std::fs::read(&reference).unwrap();

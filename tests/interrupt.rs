@@ -43,7 +43,8 @@ fn wait_for_partial(dir: &Path, limit: Duration) {
 /// A model in `dir`.
 fn model(dir: &Path) -> PathBuf {
     let path = dir.join("m.safetensors");
-    let spec = realnvp::random::InitSpec { dim: 4, layers: 4, hidden: vec![32, 32], ..realnvp::random::InitSpec::seed4d(4) };
+    let spec =
+        realnvp::random::InitSpec { dim: 4, layers: 4, hidden: vec![32, 32], ..realnvp::random::InitSpec::seed4d(4) };
     realnvp::random::init_flow(&spec, 5).unwrap().save(&path, realnvp::format::TensorDtype::F32).unwrap();
     path
 }

@@ -314,9 +314,8 @@ fn feature_names_in_the_model_choose_the_columns_and_name_the_outputs() {
     score_file(plain.as_ref(), &input, Some(&unnamed), &options(300, &[], &["id", "name"])).unwrap();
     assert_ne!(read_table(&unnamed).column(2).as_ref(), n.column(1).as_ref());
 
-    let names = |path: &Path| -> Vec<String> {
-        read_table(path).schema().fields().iter().map(|f| f.name().clone()).collect()
-    };
+    let names =
+        |path: &Path| -> Vec<String> { read_table(path).schema().fields().iter().map(|f| f.name().clone()).collect() };
     let samples = dir.path().join("s.parquet");
     sample_to_file(engine.as_ref(), 10, &Draw::new(1, 0), &samples, None, &options(0, &[], &[])).unwrap();
     assert_eq!(names(&samples), ["row", "d", "c", "b", "a", "log_q"]);

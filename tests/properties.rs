@@ -16,9 +16,8 @@ mod common;
 /// A random model of every layer kind (couplings of each conditioner, scale and activation,
 /// elementwise affines, permutations; a standard or diagonal base), rebuilt from its seeds.
 fn flows() -> impl Strategy<Value = (Flow, u64)> {
-    (1usize..=9, 1usize..=6, 1usize..=24, any::<u64>()).prop_map(|(dim, depth, hidden, seed)| {
-        (random_mixed_flow(dim, depth, hidden, seed), seed)
-    })
+    (1usize..=9, 1usize..=6, 1usize..=24, any::<u64>())
+        .prop_map(|(dim, depth, hidden, seed)| (random_mixed_flow(dim, depth, hidden, seed), seed))
 }
 
 /// `rows` standard-normal data rows scaled by `spread`.

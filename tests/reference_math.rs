@@ -55,8 +55,12 @@ fn seed_layer(direction: Direction) -> Coupling {
 
 #[test]
 fn seed_coupling_matches_hand_computed_values() {
-    let flow =
-        Flow { features: None, dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))] };
+    let flow = Flow {
+        features: None,
+        dim: 4,
+        base: Base::StandardNormal,
+        layers: vec![Layer::Coupling(seed_layer(Direction::DataToLatent))],
+    };
     let x = [0.7, -1.3, 0.4, 2.1];
     // s3 = 0.5·x1 − 0.7·x2 − 0.3, s4 = −0.6·x1 + 0.2·x2 + 0.25 (x3, x4 are masked out)
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
@@ -84,8 +88,12 @@ fn seed_coupling_matches_hand_computed_values() {
 #[test]
 fn latent_to_data_direction_inverts_the_stored_map() {
     // normflows' convention: the stored map goes latent→data, so data→latent divides.
-    let flow =
-        Flow { features: None, dim: 4, base: Base::StandardNormal, layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))] };
+    let flow = Flow {
+        features: None,
+        dim: 4,
+        base: Base::StandardNormal,
+        layers: vec![Layer::Coupling(seed_layer(Direction::LatentToData))],
+    };
     let x = [0.7, -1.3, 0.4, 2.1];
     let s3 = 0.5 * 0.7 - 0.7 * -1.3 - 0.3;
     let t3 = 0.9 * 0.7 - 1.1 * -1.3 + 0.4;

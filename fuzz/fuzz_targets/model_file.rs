@@ -6,7 +6,8 @@
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(flow) = realnvp::format::flow_from_bytes(data) {
         // a model that loads must also save and load again to the same thing
-        let bytes = realnvp::format::flow_to_bytes(&flow, realnvp::format::TensorDtype::F64).expect("save a loaded model");
+        let bytes =
+            realnvp::format::flow_to_bytes(&flow, realnvp::format::TensorDtype::F64).expect("save a loaded model");
         let again = realnvp::format::flow_from_bytes(&bytes).expect("reload a saved model");
         assert_eq!(again.dim, flow.dim);
         assert_eq!(again.layers.len(), flow.layers.len());
