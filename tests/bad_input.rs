@@ -553,3 +553,14 @@ fn special_outputs_are_written_through_and_links_followed() {
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
     assert_eq!(std::fs::read(s.path("target.npy")).unwrap(), want);
 }
+
+/// `convert --flows 10¹²` (a count the converter would fill with keyless flows) is refused
+/// before anything is allocated for it (it aborted with an allocation failure).
+#[test]
+fn convert_with_a_gigantic_flow_count_is_refused_before_allocating() {
+    let s = Setup::new();
+    let state = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pytorch/normflows_swap_odd.state.safetensors");
+    let out = s.arg("out.npy");
+    let args = ["convert", "--from", "normflows", state, "--keyless", "swap", "--flows", "1000000000000", "-o", &out];
+    s.refused(&args, &["1000000000000 flows", "layers"]);
+}
