@@ -75,6 +75,35 @@ fn sigint_and_sigterm_stop_a_run_within_a_second_and_leave_nothing() {
     }
 }
 
+/// A signal during one long chunk (here 2·10⁶ rows on the float64 reference, seconds of work):
+/// the run cannot reach its next check, so after the grace period the handler deletes the
+/// temporary output itself and exits, within a second of the signal.
+#[test]
+fn a_signal_during_a_long_chunk_ends_the_run_after_the_grace_period() {
+    let dir = common::tempdir();
+    let m = model(dir.path());
+    let x = dir.path().join("x.npy");
+    let rows = 2_000_000;
+    write_all(&x, &[rows, 4], &vec![0.5f32; rows * 4], NpyDtype::F32).unwrap();
+    let before = files_in(dir.path());
+    let child = realnvp()
+        .args(["score", "--model", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--device", "cpu"])
+        .args(["--chunk-rows", "100000000", "--output"])
+        .arg(dir.path().join("lp.npy"))
+        .spawn()
+        .unwrap();
+    wait_for_partial(dir.path(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(1), "the run took {took:?} to stop");
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert_eq!(files_in(dir.path()), before, "the temporary output was left behind");
+}
+
 /// Kills `realnvp score` at 20 random moments of a run (SIGKILL and SIGTERM alternately): the
 /// output is either absent or the complete, correct file; a temporary file a SIGKILL leaves
 /// is never a valid `.npy` (its magic string says PARTL until the file is complete).
