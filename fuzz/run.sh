@@ -16,7 +16,8 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 # an explicit --target keeps RUSTFLAGS off build scripts and proc macros (as cargo-fuzz does)
 host="$(rustc -vV | sed -n 's/^host: //p')"
-cargo build --release --bins --quiet --target "$host"
+# stdin from /dev/null: cargo's rustc probe reads stdin, and CI's may hold anything
+cargo build --release --bins --quiet --target "$host" < /dev/null
 bin="$CARGO_TARGET_DIR/$host/release"
 
 seed() { # target, files…
