@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuReference;
 use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
@@ -30,7 +30,7 @@ fn bytes_per_row(pass: Pass, dim: usize) -> usize {
 }
 
 /// One timed pass on one device.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PassResult {
     pub pass: Pass,
     pub rows: usize,
@@ -54,7 +54,7 @@ pub struct PassResult {
 }
 
 /// Every pass on one device.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceReport {
     /// Engine name (adapter name, backend and type for GPUs).
     pub engine: String,
@@ -68,7 +68,7 @@ pub struct DeviceReport {
 }
 
 /// The whole benchmark.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
     pub model: String,
     pub dim: usize,

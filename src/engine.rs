@@ -4,7 +4,7 @@
 //! knows no engine.
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Flow;
@@ -12,7 +12,7 @@ use crate::real::{Batch, Io, Real};
 use crate::sample::{row_normals, Draw, TemperedBase};
 
 /// One pass through the flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Pass {
     /// log p(x) in nats: data rows in, one value per row out (and the batch reduction).
     #[serde(rename = "log_prob")]

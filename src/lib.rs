@@ -51,6 +51,7 @@ pub mod output;
 pub mod parquet;
 pub mod philox;
 pub mod pipeline;
+pub mod plot;
 pub mod random;
 pub mod real;
 pub mod reference;

@@ -40,6 +40,9 @@ pub struct StreamOptions {
     /// Asked between chunks; `true` stops the run with [`Error::Interrupted`] and writes no
     /// output (the Python package hooks Ctrl-C here).
     pub interrupted: fn() -> bool,
+    /// `score`: also report the K least likely rows with a finite log p (0: none), holding
+    /// only K rows whatever the file's length.
+    pub lowest: usize,
 }
 
 fn never() -> bool {
@@ -55,13 +58,14 @@ impl Default for StreamOptions {
             columns: Vec::new(),
             keep: Vec::new(),
             interrupted: never,
+            lowest: 0,
         }
     }
 }
 
 impl StreamOptions {
     /// [`Error::Interrupted`] when [`StreamOptions::interrupted`] says so.
-    fn check_interrupted(&self) -> Result<()> {
+    pub(crate) fn check_interrupted(&self) -> Result<()> {
         if (self.interrupted)() {
             Err(Error::Interrupted)
         } else {
@@ -71,7 +75,7 @@ impl StreamOptions {
 
     /// Rows per chunk for `engine`: the requested or default size, rounded up to the engine's
     /// row alignment.
-    fn rows_per_chunk(&self, engine: &dyn Engine) -> usize {
+    pub(crate) fn rows_per_chunk(&self, engine: &dyn Engine) -> usize {
         let rows = if self.chunk_rows > 0 {
             self.chunk_rows
         } else {
@@ -104,6 +108,74 @@ pub struct ScoreSummary {
     pub rows_per_second: f64,
     /// Peak resident memory of this process so far, bytes (Linux; None elsewhere).
     pub peak_rss_bytes: Option<u64>,
+    /// The [`StreamOptions::lowest`] least likely finite rows, least likely first (ties: the
+    /// lower row index first); absent when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lowest: Option<Vec<LowRow>>,
+}
+
+/// One row of [`ScoreSummary::lowest`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LowRow {
+    /// Index of the row in the input (0-based).
+    pub row: u64,
+    /// Its log p, nats (as written to the output, in its precision).
+    pub log_p: f64,
+}
+
+/// The K smallest finite log p seen so far (a max-heap of K rows: memory O(K) for any N).
+struct Lowest {
+    k: usize,
+    heap: std::collections::BinaryHeap<Ranked>,
+}
+
+/// Orders rows by (log p, row index), so that the heap's top is the row to drop first.
+#[derive(Clone, Copy, PartialEq)]
+struct Ranked(LowRow);
+
+impl Eq for Ranked {}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.log_p.total_cmp(&other.0.log_p).then(self.0.row.cmp(&other.0.row))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Lowest {
+    fn new(k: usize) -> Self {
+        Lowest { k, heap: std::collections::BinaryHeap::with_capacity(k.min(1 << 20)) }
+    }
+
+    /// Offers the chunk of per-row values `log_p` whose first row is `first_row`.
+    fn offer<T: Real>(&mut self, first_row: u64, log_p: &[T]) {
+        if self.k == 0 {
+            return;
+        }
+        for (i, v) in log_p.iter().enumerate() {
+            let v = v.wide();
+            if !v.is_finite() {
+                continue;
+            }
+            let candidate = Ranked(LowRow { row: first_row + i as u64, log_p: v });
+            if self.heap.len() < self.k {
+                self.heap.push(candidate);
+            } else if self.heap.peek().is_some_and(|top| candidate < *top) {
+                self.heap.pop();
+                self.heap.push(candidate);
+            }
+        }
+    }
+
+    /// The rows, least likely first.
+    fn into_sorted(self) -> Vec<LowRow> {
+        self.heap.into_sorted_vec().into_iter().map(|r| r.0).collect()
+    }
 }
 
 /// Peak resident set size of this process (VmHWM from /proc/self/status), bytes.
@@ -129,6 +201,7 @@ impl ScoreSummary {
             seconds,
             rows_per_second: sum.rows as f64 / seconds.max(1e-12),
             peak_rss_bytes: peak_rss_bytes(),
+            lowest: None,
         }
     }
 }
@@ -149,6 +222,12 @@ impl std::fmt::Display for ScoreSummary {
         write!(f, "throughput           {:.0} rows/s ({:.3} s)", self.rows_per_second, self.seconds)?;
         if let Some(rss) = self.peak_rss_bytes {
             write!(f, "\npeak memory (RSS)    {:.0} MiB", rss as f64 / (1u64 << 20) as f64)?;
+        }
+        if let Some(lowest) = &self.lowest {
+            write!(f, "\nleast likely rows    {} (row  log p)", lowest.len())?;
+            for r in lowest {
+                write!(f, "\n  {:>12}  {:.6}", r.row, r.log_p)?;
+            }
         }
         Ok(())
     }
@@ -186,7 +265,7 @@ fn working_dtype(input: NpyDtype, opts: &StreamOptions) -> NpyDtype {
 
 /// Where rows come from: a `.npy` array `[N, D]`, or the feature columns of a Parquet table
 /// (by extension; [`crate::parquet`]).
-enum Source {
+pub(crate) enum Source {
     Npy(NpyReader),
     Parquet(ParquetReader),
 }
@@ -194,18 +273,8 @@ enum Source {
 impl Source {
     /// Opens `input` for `engine`'s flow; its width must be D.
     fn open(engine: &dyn Engine, input: &Path, opts: &StreamOptions) -> Result<Source> {
-        let source = if is_parquet(input) {
-            // --columns, else the model's feature names, else every column not kept
-            let columns = match (&engine.flow().features, opts.columns.is_empty()) {
-                (Some(names), true) => names,
-                _ => &opts.columns,
-            };
-            Source::Parquet(ParquetReader::open(input, columns, &opts.keep, opts.rows_per_chunk(engine))?)
-        } else if !opts.columns.is_empty() || !opts.keep.is_empty() {
-            return Err(Error::Argument("--columns and --keep apply to Parquet input (a .parquet file)".into()));
-        } else {
-            Source::Npy(NpyReader::open(input)?)
-        };
+        let columns = feature_columns(engine.flow(), input, &opts.columns);
+        let source = Source::open_columns(input, columns, &opts.keep, opts.rows_per_chunk(engine))?;
         let (dim, cols) = (engine.flow().dim, source.cols());
         if cols != dim {
             return Err(Error::Data {
@@ -216,14 +285,26 @@ impl Source {
         Ok(source)
     }
 
-    fn rows(&self) -> usize {
+    /// Opens `input`: a `.npy` array, or the `columns` of a Parquet table (empty: every
+    /// column not in `keep`) read `chunk_rows` rows at a time.
+    pub(crate) fn open_columns(input: &Path, columns: &[String], keep: &[String], chunk_rows: usize) -> Result<Source> {
+        if is_parquet(input) {
+            Ok(Source::Parquet(ParquetReader::open(input, columns, keep, chunk_rows)?))
+        } else if !columns.is_empty() || !keep.is_empty() {
+            Err(Error::Argument("--columns and --keep apply to Parquet input (a .parquet file)".into()))
+        } else {
+            Ok(Source::Npy(NpyReader::open(input)?))
+        }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
         match self {
             Source::Npy(r) => r.rows(),
             Source::Parquet(r) => r.rows(),
         }
     }
 
-    fn cols(&self) -> usize {
+    pub(crate) fn cols(&self) -> usize {
         match self {
             Source::Npy(r) => r.cols(),
             Source::Parquet(r) => r.cols(),
@@ -245,7 +326,7 @@ impl Source {
     }
 
     /// The next chunk (at most `max_rows` rows) into `out`; `None` at the end.
-    fn read<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<Option<Chunk>> {
+    pub(crate) fn read<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<Option<Chunk>> {
         match self {
             Source::Npy(r) => match r.read_rows(max_rows, out)? {
                 0 => Ok(None),
@@ -253,6 +334,15 @@ impl Source {
             },
             Source::Parquet(r) => r.read(out),
         }
+    }
+}
+
+/// The columns to read from `input` for `flow`: `columns`, else for a Parquet table the model's
+/// feature names (else every column not kept).
+pub(crate) fn feature_columns<'a>(flow: &'a crate::model::Flow, input: &Path, columns: &'a [String]) -> &'a [String] {
+    match (&flow.features, columns.is_empty() && is_parquet(input)) {
+        (Some(names), true) => names,
+        _ => columns,
     }
 }
 
@@ -338,7 +428,9 @@ impl Sink {
     }
 }
 
-fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
+/// A progress bar over `rows` rows on stderr (hidden unless `opts.progress` and stderr is a
+/// terminal).
+pub(crate) fn progress_bar(opts: &StreamOptions, rows: usize, what: &str) -> ProgressBar {
     if !opts.progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -366,11 +458,16 @@ pub fn score_file(
     let dim = source.cols();
     let out =
         Outputs { rows: None, row_names: Vec::new(), per_row: output, per_row_name: "log_prob", row_index: false };
+    let mut lowest = Lowest::new(opts.lowest);
     let sum = match working_dtype(source.dtype(), opts) {
-        NpyDtype::F32 => stream::<f32>(engine, Pass::LogProb, source, &out, opts)?.0,
-        NpyDtype::F64 => stream::<f64>(engine, Pass::LogProb, source, &out, opts)?.0,
+        NpyDtype::F32 => stream::<f32>(engine, Pass::LogProb, source, &out, opts, &mut lowest)?.0,
+        NpyDtype::F64 => stream::<f64>(engine, Pass::LogProb, source, &out, opts, &mut lowest)?.0,
     };
-    Ok(ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64()))
+    let mut summary = ScoreSummary::new(engine.name(), dim, &sum, start.elapsed().as_secs_f64());
+    if opts.lowest > 0 {
+        summary.lowest = Some(lowest.into_sorted());
+    }
+    Ok(summary)
 }
 
 /// Maps every row of `input` data→latent ([`Pass::ToLatent`]) or latent→data
@@ -396,8 +493,8 @@ pub fn transform_file(
     let row_names = column_names(engine.flow(), pass == Pass::ToData);
     let out = Outputs { rows: Some(output), row_names, per_row: logdet, per_row_name: "logdet", row_index: false };
     let nonfinite = match working_dtype(source.dtype(), opts) {
-        NpyDtype::F32 => stream::<f32>(engine, pass, source, &out, opts)?.1,
-        NpyDtype::F64 => stream::<f64>(engine, pass, source, &out, opts)?.1,
+        NpyDtype::F32 => stream::<f32>(engine, pass, source, &out, opts, &mut Lowest::new(0))?.1,
+        NpyDtype::F64 => stream::<f64>(engine, pass, source, &out, opts, &mut Lowest::new(0))?.1,
     };
     Ok(transform_summary(engine, rows, nonfinite, start))
 }
@@ -410,6 +507,7 @@ fn stream<T: Real>(
     mut source: Source,
     out: &Outputs<'_>,
     opts: &StreamOptions,
+    lowest: &mut Lowest,
 ) -> Result<(LogLikelihoodSum, u64)> {
     let (rows, dim) = (source.rows(), source.cols());
     let mut sink = Sink::create(out, rows, dim, source.kept_fields(), opts)?;
@@ -425,6 +523,8 @@ fn stream<T: Real>(
         engine.run(pass, T::batch(Io { input: &x, rows: &mut y, per_row: &mut per_row }), &mut sum)?;
         if pass.maps_rows() {
             nonfinite += count_nonfinite_rows(&y, &per_row, dim);
+        } else {
+            lowest.offer(done, &per_row);
         }
         sink.write(chunk, done, &y, &per_row)?;
         done += n as u64;

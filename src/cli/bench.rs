@@ -9,8 +9,6 @@ use realnvp::bench::BenchOptions;
 use realnvp::device::Device;
 use realnvp::engine::Pass;
 use realnvp::gpu::{self, GpuOptions};
-use realnvp::model::Flow;
-use realnvp::random::reference_model;
 
 use super::options::KernelArg;
 
@@ -62,11 +60,7 @@ fn bench(model: &str, devices: &[Device], mut options: BenchOptions, json: Optio
     if options.rows == 0 || options.max_seconds.is_nan() || options.max_seconds <= 0.0 {
         bail!("--rows and --max-seconds must be positive");
     }
-    let flow = match reference_model(model) {
-        Some(flow) => flow,
-        None => Flow::load(Path::new(model))
-            .with_context(|| format!("{model} is neither a model file nor one of seed4d, d16, d64"))?,
-    };
+    let flow = super::options::load_model(Path::new(model))?;
     let adapters = || gpu::adapters(&gpu::instance());
     for device in devices {
         match device {

@@ -10,11 +10,12 @@ use realnvp::model::{Base, Conditioner, Flow, Layer, ScaleFn};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A model file, or a built-in model: seed4d, d16, d64.
     model: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    print!("{}", describe(&Flow::load(&args.model)?));
+    print!("{}", describe(&super::options::load_model(&args.model)?));
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod info;
 mod init;
 pub mod interrupt;
 mod options;
+mod plot;
 mod sample;
 mod score;
 mod transform;
@@ -59,6 +60,8 @@ pub enum Command {
     /// Run a device and the float64 reference on the same rows and compare z, log-det, log p
     /// and the inverse; rows float32 cannot represent or compute well are reported as such.
     Verify(verify::Args),
+    /// Pictures as PNG or SVG: the model's density, a histogram of scores, a benchmark chart.
+    Plot(plot::Args),
 }
 
 /// Runs one subcommand.
@@ -75,5 +78,6 @@ pub fn run(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Devices => devices::run(),
         Command::Verify(args) => verify::run(args),
+        Command::Plot(args) => plot::run(args),
     }
 }

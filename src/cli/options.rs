@@ -59,13 +59,14 @@ impl Common {
             columns: self.columns.clone(),
             keep: self.keep.clone(),
             interrupted: super::interrupt::requested,
+            lowest: 0,
         }
     }
 
     /// Loads the model and opens its engine on `--device`; tells the user which device
     /// `auto` chose and anything the engine wants them to know before it starts.
     pub fn engine(&self, model: &Path) -> Result<Box<dyn Engine>> {
-        let flow = Arc::new(Flow::load(model)?);
+        let flow = Arc::new(load_model(model)?);
         let options = GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel.kernel };
         let engine = open_engine(flow, &self.device, &options)?;
         if !self.quiet {
@@ -78,6 +79,23 @@ impl Common {
         }
         Ok(engine)
     }
+}
+
+/// `--model`: a model file, else one of the built-in reference models by name (seed4d, d16,
+/// d64; see [`realnvp::random::reference_model`]) when no such file exists.
+pub fn load_model(model: &Path) -> Result<Flow> {
+    if !model.exists() {
+        if let Some(flow) = model.to_str().and_then(realnvp::random::reference_model) {
+            return Ok(flow);
+        }
+    }
+    Flow::load(model).map_err(|e| {
+        if model.exists() {
+            e.into()
+        } else {
+            anyhow::anyhow!("{e} (nor is it a built-in model: seed4d, d16, d64)")
+        }
+    })
 }
 
 /// `flow` with `--feature-names` recorded (none given: as it was), validated against its D.

@@ -10,6 +10,7 @@ use super::options::Common;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A model file, or a built-in model: seed4d, d16, d64.
     #[arg(long)]
     model: PathBuf,
     /// Rows [N, D]: a .npy array, or a .parquet table (see --columns, --keep).
@@ -21,6 +22,10 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also list the K least likely rows with a finite log p (row index and log p, least
+    /// likely first; in --json as "lowest": [{"row": i, "log_p": v}, …]). Holds only K rows.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    lowest: usize,
     #[command(flatten)]
     common: Common,
 }
@@ -28,7 +33,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     realnvp::output::check_distinct(&[&args.model], &args.output.iter().map(|p| p.as_path()).collect::<Vec<_>>())?;
     let engine = args.common.engine(&args.model)?;
-    let summary = score_file(engine.as_ref(), &args.input, args.output.as_deref(), &args.common.stream_options())?;
+    let options = realnvp::pipeline::StreamOptions { lowest: args.lowest, ..args.common.stream_options() };
+    let summary = score_file(engine.as_ref(), &args.input, args.output.as_deref(), &options)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

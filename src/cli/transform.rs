@@ -11,6 +11,7 @@ use super::options::Common;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A model file, or a built-in model: seed4d, d16, d64.
     #[arg(long)]
     model: PathBuf,
     /// Rows [N, D]: a .npy array, or a .parquet table (see --columns, --keep).

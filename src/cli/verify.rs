@@ -14,6 +14,7 @@ use super::options::KernelArg;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A model file, or a built-in model: seed4d, d16, d64.
     #[arg(long)]
     model: PathBuf,
     /// Rows to check (.npy, [N, D]); without it, -n rows are drawn from the model itself
@@ -33,7 +34,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let flow = Arc::new(Flow::load(&args.model)?);
+    let flow = Arc::new(super::options::load_model(&args.model)?);
     let options = GpuOptions { chunk_rows: args.chunk_rows, kernel: args.kernel.kernel };
     let engine = open_engine(flow.clone(), &args.device, &options)?;
     let x = rows(&args, &flow)?;

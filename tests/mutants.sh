@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Mutation testing (TESTING.md): cargo-mutants over the modules where a wrong number is silent,
+# each with the tests that guard it (fast ones first: cargo test stops at the first failing
+# test binary), and the WGSL shaders through tests/wgsl_mutants.py.
+#
+#   bash tests/mutants.sh                      every group, one mutant in $SHARDS (default 8),
+#                                              shard $SHARD (default 0) of each
+#   SHARDS=1 bash tests/mutants.sh convert     every mutant of one group
+#   WGSL_MUTANTS=30 bash tests/mutants.sh wgsl 30 WGSL mutants drawn at random (seed $SHARD)
+#   bash tests/mutants.sh --list               the groups
+#
+# Needs cargo-mutants (`cargo install cargo-mutants --locked`) and, for the GPU groups, an
+# adapter (lavapipe: WGPU_BACKEND=vulkan REALNVP_REQUIRE_GPU=1). Mutates the checkout in
+# place (restored after each mutant; run it on a committed tree) and builds with
+# `--profile mutants` (the crate at opt-level 1: a mutant rebuilds in ~15 s). Results:
+# mutants.out/<group>/mutants.out/ (missed.txt, caught.txt, timeout.txt, unviable.txt) and
+# mutants.out/wgsl/outcomes.json. Exits non-zero when a mutant is missed (a timeout counts as
+# caught: the mutant hangs the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# group | files (-f each) | cargo test arguments
+groups=(
+  "reference|src/reference.rs|--test properties --test native --test reference_math"
+  "native_kernels|src/native/kernels.rs|--lib --test native"
+  "native_engine|src/native/mod.rs|--test native --test properties --test verify"
+  "sample|src/sample.rs src/random.rs|--lib --test sample"
+  "pipeline|src/pipeline.rs|--test cli --test parquet --test bad_input"
+  "convert|src/convert.rs|--test convert"
+  "verify|src/verify.rs|--test verify"
+  "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--test gpu"
+  "npy|src/npy.rs|--test bad_input --test cli --test parquet"
+)
+
+if [ "${1:-}" = --list ]; then
+  printf '%s\n' "${groups[@]}" "wgsl|shaders/*.wgsl|tests/wgsl_mutants.py"
+  exit 0
+fi
+shards="${SHARDS:-8}"
+shard="${SHARD:-0}"
+timeout="${MUTANT_TIMEOUT:-240}"
+status=0
+for g in "${groups[@]}"; do
+  IFS='|' read -r name files tests <<<"$g"
+  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+  fs=()
+  for f in $files; do fs+=(-f "$f"); done
+  echo "== $name: shard $shard/$shards of ${files}"
+  mkdir -p "mutants.out/$name"
+  # shellcheck disable=SC2086
+  cargo mutants --in-place --profile mutants --baseline skip --timeout "$timeout" --no-shuffle \
+    --sharding round-robin --shard "$shard/$shards" "${fs[@]}" -o "mutants.out/$name" \
+    -- $tests || { rc=$?; [ "$rc" = 3 ] || status=$rc; }
+done
+if [ $# -eq 0 ] || [[ " $* " == *" wgsl "* ]]; then
+  n="${WGSL_MUTANTS:-$(( $(python3 tests/wgsl_mutants.py --list 2>/dev/null | wc -l) / shards ))}"
+  echo "== wgsl: $n mutants drawn (seed $shard)"
+  python3 tests/wgsl_mutants.py --profile mutants --sample "$n" --seed "$shard" --out mutants.out/wgsl || status=$?
+fi
+exit "$status"
