@@ -505,3 +505,43 @@ fn outputs_that_overlap_inputs_are_refused_and_the_inputs_survive() {
         assert!(!ld.exists());
     }
 }
+
+/// The built-in reference models (`--model seed4d|d16|d64`) are exactly the `realnvp init`
+/// models their documentation names (src/random.rs), so a benchmark of `d64` is a 64-D flow.
+#[test]
+fn builtin_models_are_the_init_models_they_document() {
+    let dir = common::tempdir();
+    let documented: [(&str, &[&str]); 3] = [
+        ("seed4d", &["--dim", "4", "--layers", "6", "--hidden", "32,32", "--seed", "2024"]),
+        (
+            "d16",
+            &[
+                "--dim",
+                "16",
+                "--layers",
+                "8",
+                "--hidden",
+                "64,64",
+                "--activation",
+                "leaky_relu",
+                "--s-output",
+                "tanh",
+                "--seed",
+                "16",
+            ],
+        ),
+        ("d64", &["--dim", "64", "--layers", "8", "--hidden", "256,256", "--seed", "64"]),
+    ];
+    for (name, init) in documented {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        let mut args = vec!["init", "--f64"];
+        args.extend(init);
+        args.extend(["-o", s(&path)]);
+        ok(&args);
+        let built_in = realnvp::random::reference_model(name).unwrap();
+        assert_eq!(Flow::load(&path).unwrap(), built_in, "{name}");
+        // and the command line resolves the name to it
+        let info = ok(&["info", name]);
+        assert!(info.contains(&format!("dimension        {}", built_in.dim)), "{info}");
+    }
+}
