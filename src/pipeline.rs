@@ -617,3 +617,45 @@ fn count_nonfinite_rows<T: Real>(values: &[T], logdet: &[T], dim: usize) -> u64 
     values.chunks(dim).zip(logdet).filter(|(row, ld)| !ld.is_finite() || row.iter().any(|v| !v.is_finite())).count()
         as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::cpu::CpuReference;
+    use crate::random::reference_model;
+
+    fn seed4d() -> CpuReference {
+        CpuReference::new(Arc::new(reference_model("seed4d").unwrap()))
+    }
+
+    /// The default chunk holds about 16 MiB of float64 rows (a 1-row chunk would be correct
+    /// but thousands of times slower); a requested size is kept.
+    #[test]
+    fn default_chunk_is_sixteen_mib_of_rows() {
+        let engine = seed4d();
+        assert_eq!(StreamOptions::default().rows_per_chunk(&engine), (16 << 20) / (8 * 4));
+        let opts = StreamOptions { chunk_rows: 1000, ..StreamOptions::default() };
+        assert_eq!(opts.rows_per_chunk(&engine), 1000);
+    }
+
+    #[test]
+    fn transform_summary_rate_is_rows_over_seconds() {
+        let start = Instant::now() - Duration::from_secs(4);
+        let s = transform_summary(&seed4d(), 10_000, 3, start);
+        assert_eq!((s.rows, s.nonfinite_rows), (10_000, 3));
+        assert!(s.seconds >= 4.0 && s.seconds < 5.0, "{}", s.seconds);
+        assert!((s.rows_per_second * s.seconds - 10_000.0).abs() < 1e-6, "{}", s.rows_per_second);
+    }
+
+    #[test]
+    fn lowest_keeps_the_k_smallest_finite_values_in_order() {
+        let mut lowest = Lowest::new(3);
+        lowest.offer(0, &[5.0f32, f32::NAN, -1.0, 2.0]);
+        lowest.offer(4, &[f32::NEG_INFINITY, -1.0, 7.0, 0.5]);
+        let got: Vec<(u64, f64)> = lowest.into_sorted().iter().map(|r| (r.row, r.log_p)).collect();
+        assert_eq!(got, [(2, -1.0), (5, -1.0), (7, 0.5)]);
+    }
+}
