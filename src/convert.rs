@@ -560,3 +560,32 @@ fn nflows_batch_norm(sd: &mut StateDict, p: &str, d: usize) -> Result<Layer> {
     let shift = (0..d).map(|i| bias[i] - mean[i] * log_scale[i].exp()).collect();
     Ok(Layer::ElementwiseAffine { direction: Direction::DataToLatent, log_scale, shift })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f64;
+
+    /// IEEE 754 binary16 known answers: normals, the extremes, subnormals, zeros, ±∞, NaN.
+    #[test]
+    fn float16_known_answers() {
+        let cases: [(u16, f64); 12] = [
+            (0x3C00, 1.0),
+            (0xC000, -2.0),
+            (0x3E00, 1.5),
+            (0x3555, 0.333_251_953_125),
+            (0x7BFF, 65504.0),
+            (0x0400, 6.103_515_625e-5),
+            (0x0001, 5.960_464_477_539_063e-8),
+            (0x03FF, 6.097_555_160_522_461e-5),
+            (0x0000, 0.0),
+            (0x8001, -5.960_464_477_539_063e-8),
+            (0x7C00, f64::INFINITY),
+            (0xFC00, f64::NEG_INFINITY),
+        ];
+        for (bits, want) in cases {
+            assert_eq!(f16_to_f64(bits), want, "{bits:#06x}");
+        }
+        assert!(f16_to_f64(0x8000) == 0.0 && f16_to_f64(0x8000).is_sign_negative());
+        assert!(f16_to_f64(0x7E00).is_nan() && f16_to_f64(0xFE01).is_nan());
+    }
+}
