@@ -8,6 +8,7 @@
 #   SHARDS=1 bash tests/mutants.sh convert     every mutant of one group
 #   WGSL_MUTANTS=30 bash tests/mutants.sh wgsl 30 WGSL mutants drawn at random (seed $SHARD)
 #   bash tests/mutants.sh --list               the groups
+#   bash tests/mutants.sh --ci                 CI's bounded run (below)
 #
 # Needs cargo-mutants (`cargo install cargo-mutants --locked`) and, for the GPU groups, an
 # adapter (lavapipe: WGPU_BACKEND=vulkan REALNVP_REQUIRE_GPU=1). Mutates the checkout in
@@ -31,6 +32,23 @@ groups=(
   "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--test gpu"
   "npy|src/npy.rs|--test bad_input --test cli --test parquet"
 )
+
+# CI's bounded run (.ci/run): one of 20 round-robin shards (chosen by the commit, so a rerun
+# repeats it) of modules whose every viable mutant was caught in full runs (TESTING.md), built
+# in place with the release profile that the test command has just built (~5 mutants, ~1.5
+# min each on 2 cores). A missed mutant fails CI: a test stopped guarding its module.
+if [ "${1:-}" = --ci ]; then
+  shard="$(( 0x$(git rev-parse --short=7 HEAD) % 20 ))"
+  echo "== bounded mutation run: shard $shard/20 of src/npy.rs src/philox.rs"
+  mkdir -p mutants.out/ci
+  rc=0
+  cargo mutants --in-place --profile release --baseline skip --timeout 150 --build-timeout 900 --no-shuffle \
+    --sharding round-robin --shard "$shard/20" -f src/npy.rs -f src/philox.rs -o mutants.out/ci \
+    -- --lib --test bad_input --test cli --test parquet || rc=$?
+  # 2: a mutant was missed (3, timeouts only, counts as caught)
+  [ "$rc" = 0 ] || [ "$rc" = 3 ] || exit "$rc"
+  exit 0
+fi
 
 if [ "${1:-}" = --list ]; then
   printf '%s\n' "${groups[@]}" "wgsl|shaders/*.wgsl|tests/wgsl_mutants.py"
