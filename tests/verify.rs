@@ -28,6 +28,7 @@ fn devices() -> Vec<Device> {
 #[test]
 fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
     let dir = common::tempdir();
+    let mut ill_conditioned = 0;
     for f in pytorch::fixtures("acc_manifest.json") {
         let flow = Arc::new(pytorch::converted(&f, "acc_", dir.path()));
         let t = pytorch::tensors(&format!("acc_{}.peer.safetensors", f.name));
@@ -43,9 +44,54 @@ fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
             ] {
                 let report = verify(engine.as_ref(), &x).unwrap();
                 assert!(report.passed(), "{} on {device}, {what}:\n{report}", f.name);
+                let checks =
+                    [&report.latent, &report.logdet, &report.log_prob, &report.inverse, &report.inverse_logdet];
+                for c in checks {
+                    assert!(
+                        c.ill_conditioned <= c.compared && c.failed == 0,
+                        "{} on {device}, {what}:\n{report}",
+                        f.name
+                    );
+                    ill_conditioned += c.ill_conditioned;
+                }
+                // no input row was NaN/±Inf: the report has no line for them
+                assert!(!report.to_string().contains("NaN/±Inf input"), "{report}");
             }
         }
     }
+    eprintln!("ill-conditioned rows over every model, device and row set: {ill_conditioned}");
+}
+
+/// z = (x + 10⁴) − 10⁴ in two layers: float32 holds the intermediate 10⁴ + x only to 5e-4, so
+/// every float32 engine (and plain float32) errs beyond the tolerance on z for many rows.
+/// verify counts them as ill-conditioned, names the worst, and passes.
+#[test]
+fn ill_conditioned_rows_are_counted_not_failed() {
+    use realnvp::model::{Base, Direction, Layer};
+    let flow = Arc::new(Flow {
+        features: None,
+        dim: 2,
+        base: Base::StandardNormal,
+        layers: [1e4, -1e4]
+            .map(|b| Layer::ElementwiseAffine {
+                direction: Direction::DataToLatent,
+                log_scale: vec![0.0, 0.0],
+                shift: vec![b, b],
+            })
+            .to_vec(),
+    });
+    let x = common::gaussian_rows(400, 2, 6);
+    let engine = open_engine(flow.clone(), &Device::Native, &Default::default()).unwrap();
+    let report = verify(engine.as_ref(), &x).unwrap();
+    assert!(report.passed(), "{report}");
+    let c = &report.latent;
+    assert!(c.ill_conditioned > 10 && c.ill_conditioned <= c.compared && c.failed == 0, "{report}");
+    let (row, err, f32_err) = c.worst_ill_conditioned.unwrap();
+    assert!(row < 400 && err > realnvp::verify::FLOAT32_TOLERANCE && f32_err > 0.0, "{report}");
+    assert!(
+        report.to_string().contains(&format!("ill-conditioned z (data→latent): {} rows", c.ill_conditioned)),
+        "{report}"
+    );
 }
 
 #[test]
@@ -142,6 +188,12 @@ fn verify_fails_an_engine_wrong_in_any_one_output() {
     let flow = Arc::new(random_mixed_flow(4, 6, 16, 9));
     let x = model_rows(&flow, 500, 2).unwrap();
     assert!(verify(&CpuReference::new(flow.clone()), &x).unwrap().passed());
+    // NaN input rows must give NaN, and the report counts them
+    let mut with_nan = x.clone();
+    with_nan[4 * 7 + 2] = f64::NAN;
+    let report = verify(&CpuReference::new(flow.clone()), &with_nan).unwrap();
+    assert!(report.passed() && report.non_finite_input == 1, "{report}");
+    assert!(report.to_string().contains("rows with NaN/±Inf input (must give NaN): 1"), "{report}");
     for fault in [
         Fault::Latent,
         Fault::LogDet,
