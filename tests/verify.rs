@@ -188,6 +188,13 @@ fn verify_fails_an_engine_wrong_in_any_one_output() {
     let flow = Arc::new(random_mixed_flow(4, 6, 16, 9));
     let x = model_rows(&flow, 500, 2).unwrap();
     assert!(verify(&CpuReference::new(flow.clone()), &x).unwrap().passed());
+    // native float32: the mean is taken over every row (all agree), its metric |Δ|/(1+|ref|)
+    let ok = verify(open_engine(flow.clone(), &Device::Native, &Default::default()).unwrap().as_ref(), &x).unwrap();
+    assert!(ok.passed(), "{ok}");
+    let m = &ok.mean;
+    assert!(m.engine != m.reference, "float32 and float64 means agree to the last bit: the check below proves nothing");
+    assert_eq!(m.rows, 500, "{ok}");
+    assert!(m.metric == (m.engine - m.reference).abs() / (1.0 + m.reference.abs()), "{ok}");
     // NaN input rows must give NaN, and the report counts them
     let mut with_nan = x.clone();
     with_nan[4 * 7 + 2] = f64::NAN;
