@@ -301,4 +301,11 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     // parameters beyond the storage binding size: refused everywhere
     let small = wgpu::Limits { max_storage_buffer_binding_size: 1 << 16, ..limits };
     assert!(kernel::choose(&d64, &hardware, &small, KernelForm::Interpreted).is_err());
+    // the limit is in bytes of float32 parameters: exactly 4 per weight fits, one byte less not
+    let floats = kernel::choose(&d64, &hardware, &limits, KernelForm::Interpreted).unwrap().source.weights.len() as u64;
+    let exact = wgpu::Limits { max_storage_buffer_binding_size: 4 * floats, ..limits };
+    assert!(kernel::choose(&d64, &hardware, &exact, KernelForm::Interpreted).is_ok());
+    let short = wgpu::Limits { max_storage_buffer_binding_size: 4 * floats - 1, ..limits };
+    let err = kernel::choose(&d64, &hardware, &short, KernelForm::Interpreted).err().expect("one byte short");
+    assert!(err.to_string().contains(&format!("{} bytes of parameters", 4 * floats)), "{err}");
 }
