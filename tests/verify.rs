@@ -107,6 +107,28 @@ fn out_of_range_rows_are_reported_not_compared() {
     assert!(report.first_out_of_range.is_some());
     assert!(report.passed(), "{report}");
     assert!(report.to_string().contains("out of float32 range"));
+
+    // z = (x·e¹⁰⁰)·e⁻¹⁰⁰: z and x are ordinary numbers, but both directions pass through
+    // e¹⁰⁰ ≈ 2.7e43, beyond float32: every row is out of range both ways, none compared
+    use realnvp::model::{Base, Direction, Layer};
+    let flow = Arc::new(Flow {
+        features: None,
+        dim: 2,
+        base: Base::StandardNormal,
+        layers: [100.0, -100.0]
+            .map(|a| Layer::ElementwiseAffine {
+                direction: Direction::DataToLatent,
+                log_scale: vec![a, a],
+                shift: vec![0.0, 0.0],
+            })
+            .to_vec(),
+    });
+    let x = common::gaussian_rows(50, 2, 8);
+    let engine = open_engine(flow, &Device::Native, &Default::default()).unwrap();
+    let report = verify(engine.as_ref(), &x).unwrap();
+    assert!(report.passed(), "{report}");
+    assert_eq!((report.out_of_range, report.inverse_out_of_range), (50, 50), "{report}");
+    assert_eq!((report.latent.compared, report.inverse.compared), (0, 0), "{report}");
 }
 
 /// Which output a [`Wrong`] engine gets wrong.
