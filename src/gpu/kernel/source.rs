@@ -129,3 +129,18 @@ pub(super) fn split(v: f64) -> (f64, f64) {
 pub(super) fn lit(v: f64) -> String {
     format!("{:?}f", v as f32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KernelForm;
+
+    /// `--kernel NAME` parses every form's own name back to it, and nothing else.
+    #[test]
+    fn kernel_form_names_parse_back() {
+        for form in [KernelForm::Auto, KernelForm::Interpreted, KernelForm::Unrolled] {
+            assert_eq!(form.name().parse::<KernelForm>().unwrap(), form);
+        }
+        let err = "fast".parse::<KernelForm>().unwrap_err().to_string();
+        assert!(err.contains("auto, interpreted or unrolled"), "{err}");
+    }
+}
