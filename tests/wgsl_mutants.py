@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -128,6 +129,13 @@ def main():
     tests = a.test_args or ["--test", "gpu", "--test", "sample"]
     if os.environ.get("REALNVP_REQUIRE_GPU") != "1":
         print("warning: REALNVP_REQUIRE_GPU is not 1: GPU tests may skip and mutants look missed", file=sys.stderr)
+    # a mutant left behind by an earlier run that was killed would become the baseline
+    changed = subprocess.run(["git", "diff", "--quiet", "--", "shaders"], cwd=ROOT).returncode
+    if changed:
+        sys.exit("shaders/ has uncommitted changes (a mutant left by a killed run?): git checkout shaders/ first")
+    # SIGTERM/SIGHUP end the run like Ctrl-C: the shader is restored before exiting
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
 
