@@ -133,8 +133,9 @@ def main():
     changed = subprocess.run(["git", "diff", "--quiet", "--", "shaders"], cwd=ROOT).returncode
     if changed:
         sys.exit("shaders/ has uncommitted changes (a mutant left by a killed run?): git checkout shaders/ first")
-    # SIGTERM/SIGHUP end the run like Ctrl-C: the shader is restored before exiting
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT (even where a shell started us with it ignored), SIGTERM and SIGHUP end the run
+    # like Ctrl-C: the shader is restored before exiting
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
