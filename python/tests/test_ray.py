@@ -114,42 +114,58 @@ def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path
 def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path):
     data, outs = tmp_path / "data", tmp_path / "cli"
     data.mkdir(), outs.mkdir()
-    write_dataset(data, files=8, rows=1500, seed=1)
+    write_dataset(data, files=8, rows=3000, seed=1)
     # a slow model on the float64 reference: the run lasts several seconds
     model = tmp_path / "slow.safetensors"
     cli("init", "--dim", 4, "--layers", 8, "--hidden", "128,128", "--seed", 22, "--f64", "-o", model)
-    scored = rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="cpu", concurrency=2,
-                      num_cpus=0.5, threads=1, batch_size=250)
+    # Ray 2.60 packs small files into one read block (one actor would get every row):
+    # eight blocks keep both actors busy
+    dataset = ray.data.read_parquet(str(data)).repartition(8)
+    scored = rr.score(dataset, model, columns=FEATURES, device="cpu", concurrency=2, num_cpus=0.5, threads=1,
+                      batch_size=250)
     killed = []
 
-    def scorer_pids():
-        """Ray actors' processes are titled ray::MapWorker(MapBatches(_Scorer))… (Linux /proc)."""
-        pids = []
+    def scorer_cpu_ticks():
+        """pid → CPU clock ticks (user + system) of every Ray actor process titled
+        ray::MapWorker(MapBatches(_Scorer))… that has loaded the engine (Linux /proc)."""
+        ticks = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"MapBatches(_Scorer)" in f.read():
-                        pids.append(int(pid))
-            except OSError:
+                    if b"MapBatches(_Scorer)" not in f.read():
+                        continue
+                with open(f"/proc/{pid}/maps") as f:
+                    if "_realnvp" not in f.read():
+                        continue
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ticks[int(pid)] = int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+            except (OSError, IndexError, ValueError):
                 pass
-        return pids
+        return ticks
 
-    def kill_one_actor():
-        deadline = time.time() + 60
+    def kill_one_busy_actor():
+        """Kills an actor while it scores: one whose CPU time grew over the last 0.5 s (an idle
+        actor, or one the pool is retiring, is left alone; one that exits first is passed over)."""
+        deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            pids = scorer_pids()
-            if pids:
-                time.sleep(1.5)  # let it take batches
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(time.time())
-            time.sleep(0.1)
+            before = scorer_cpu_ticks()
+            time.sleep(0.5)
+            after = scorer_cpu_ticks()
+            busy = sorted((after[p] - before[p], p) for p in after if p in before and after[p] - before[p] >= 10)
+            if busy:
+                try:
+                    os.kill(busy[-1][1], signal.SIGKILL)
+                    killed.append(time.time())
+                except ProcessLookupError:
+                    pass
 
-    killer = threading.Thread(target=kill_one_actor)
+    killer = threading.Thread(target=kill_one_busy_actor)
     killer.start()
     out = arrow(scored)
     finished = time.time()
     killer.join()
-    assert killed, "no actor was found to kill"
+    assert killed, "no busy actor was found to kill"
     assert killed[0] < finished - 1.0, "the actor was killed mid-run, not after it"
     check_scored(out, cli_scores(cli, model, data, outs), reference_of(model))
 
