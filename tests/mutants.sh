@@ -25,7 +25,7 @@ groups=(
   "reference|src/reference.rs|--test properties --test native --test reference_math"
   "native_kernels|src/native/kernels.rs|--lib --test native"
   "native_engine|src/native/mod.rs|--test native --test properties --test verify"
-  "sample|src/sample.rs src/random.rs|--lib --test sample"
+  "sample|src/sample.rs src/random.rs|--lib --test sample --test format --test properties"
   "pipeline|src/pipeline.rs|--test cli --test parquet --test bad_input"
   "convert|src/convert.rs|--test convert"
   "verify|src/verify.rs|--test verify"
