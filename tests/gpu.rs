@@ -5,13 +5,14 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use realnvp::engine::Engine;
+use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::gpu::kernel::unrolled;
 use realnvp::gpu::kernel::{self, KernelForm};
 use realnvp::gpu::{self, GpuEngine, GpuOptions};
-use realnvp::model::{Base, Flow, Layer};
+use realnvp::model::{Base, Direction, Flow, Layer};
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
+use realnvp::sample::Draw;
 use realnvp::verify::FLOAT32_TOLERANCE;
 
 mod common;
@@ -253,6 +254,93 @@ fn kat_main(@builtin(workgroup_id) wid: vec3<u32>) {
     let out: Vec<u32> = bytemuck::cast_slice(&readback.slice(..).get_mapped_range().unwrap()).to_vec();
     for (k, (counter, key, expected)) in kat.iter().enumerate() {
         assert_eq!(&out[18 + 4 * k..22 + 4 * k], expected, "counter {counter:08x?} key {key:08x?}");
+    }
+}
+
+/// `model` followed by `m` elementwise affine layers (log-scales ±1e-4·(j+1), alternating
+/// by layer, and shifts: each layer moves every feature, so a skipped one shows).
+fn with_elementwise_layers(model: &Flow, m: usize) -> Flow {
+    let d = model.dim;
+    let mut flow = model.clone();
+    flow.layers.extend((0..m).map(|k| Layer::ElementwiseAffine {
+        direction: Direction::DataToLatent,
+        log_scale: (0..d).map(|j| if k % 2 == 0 { 1e-4 } else { -1e-4 } * (j + 1) as f64).collect(),
+        shift: (0..d).map(|j| 1e-4 * (j as f64 - 3.0)).collect(),
+    }));
+    flow
+}
+
+/// Mesa's llvmpipe ends every loop of a shader after 65,535 iterations per invocation in
+/// total (its loop limiter) and says nothing: the rows come out wrong. So every model the
+/// kernel choice accepts there must run right, up to the limit. For models of several kinds
+/// (elementwise layers alone at D = 2, 16, 64, whose short loops Mesa unrolls or not; seed4d's
+/// and d16's couplings; residual nets), as many elementwise layers are appended as the choice
+/// still accepts on this adapter, and log p, the inverse and a draw are checked against the
+/// float64 reference. (Measured before the limiter count was calibrated: at D = 16 the
+/// choice accepted 3,849 layers where lavapipe broke from 2,525 on.) The tolerance: a few
+/// thousand float32 layers, each rounding values of size ≤ 10 by 2⁻²⁴, move log p by ≲ 4e-3;
+/// a shader stopped by the limiter is off by O(1) or more.
+#[test]
+fn llvmpipe_runs_every_model_it_accepts() {
+    let Some(adapter) = best_adapter() else { return };
+    let info = adapter.get_info();
+    if !info.driver.to_lowercase().contains("llvmpipe") {
+        eprintln!("not llvmpipe ({}): no loop limiter to check", info.name);
+        return;
+    }
+    let limits = adapter.limits();
+    let models = [
+        with_elementwise_layers(&Flow { features: None, dim: 2, base: Base::StandardNormal, layers: vec![] }, 1),
+        with_elementwise_layers(&Flow { features: None, dim: 16, base: Base::StandardNormal, layers: vec![] }, 1),
+        with_elementwise_layers(&Flow { features: None, dim: 64, base: Base::StandardNormal, layers: vec![] }, 1),
+        realnvp::random::reference_model("seed4d").unwrap(),
+        realnvp::random::reference_model("d16").unwrap(),
+        random_mixed_flow(6, 6, 24, 31),
+    ];
+    for model in &models {
+        let accepted = |m: usize| {
+            kernel::choose(&with_elementwise_layers(model, m), &info, &limits, KernelForm::Interpreted).is_ok()
+        };
+        assert!(accepted(0));
+        let (mut good, mut refused) = (0, 1);
+        while accepted(refused) {
+            (good, refused) = (refused, refused * 2);
+        }
+        while refused - good > 1 {
+            let mid = (good + refused) / 2;
+            if accepted(mid) {
+                good = mid
+            } else {
+                refused = mid
+            }
+        }
+        let flow = with_elementwise_layers(model, good);
+        let (d, n) = (flow.dim, 64);
+        let engine = engine(&flow, 0, KernelForm::Interpreted).unwrap();
+        let engine: &dyn Engine = &engine;
+        let x: Vec<f64> = (0..n * d).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
+        let worst = |got: &[f64], want: &[f64]| {
+            got.iter()
+                .zip(want)
+                .map(|(g, w)| if g.is_finite() { (g - w).abs() } else { f64::INFINITY })
+                .fold(0.0, f64::max)
+        };
+        let what = format!("D = {d}, {} layers ({good} appended)", flow.layers.len());
+        eprintln!("{what}");
+        let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+        engine.log_prob(&x, &mut got, &mut LogLikelihoodSum::default()).unwrap();
+        realnvp::reference::log_prob(&flow, &x, &mut want);
+        assert!(worst(&got, &want) < 1e-2, "log p, {what}: off by {:e}", worst(&got, &want));
+        let (mut got, mut got_ld, mut want, mut want_ld) =
+            (vec![0.0; n * d], vec![0.0; n], vec![0.0; n * d], vec![0.0; n]);
+        engine.inverse_to_data(&x, &mut got, &mut got_ld).unwrap();
+        realnvp::reference::inverse_to_data(&flow, &x, &mut want, &mut want_ld);
+        assert!(worst(&got, &want) < 1e-2, "inverse, {what}: off by {:e}", worst(&got, &want));
+        let (mut drawn, mut log_q) = (vec![0.0; n * d], vec![0.0; n]);
+        engine.sample_rows(&Draw::new(3, 0), &mut drawn, &mut log_q).unwrap();
+        let mut want = vec![0.0; n];
+        realnvp::reference::log_prob(&flow, &drawn, &mut want);
+        assert!(worst(&log_q, &want) < 1e-2, "sample, {what}: log q off by {:e}", worst(&log_q, &want));
     }
 }
 

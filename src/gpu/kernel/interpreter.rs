@@ -5,7 +5,7 @@
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
 use super::abi::{self, BLOCK};
-use super::source::{header, io_loop_iterations, push_base, KernelForm, KernelSource, TEMPLATE};
+use super::source::{header, io_loop_iterations, limiter_count, push_base, KernelForm, KernelSource, TEMPLATE};
 
 /// The plan interpreter (`flow_to_latent`, `flow_to_data` for any model).
 const INTERPRETER: &str = include_str!("../../../shaders/interpreter.wgsl");
@@ -17,6 +17,7 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         plan: vec![0; flow.layers.len()],
         width: 1,
         loop_iterations: 0,
+        nets: 0,
         slot_c: false,
         slot_fixups: Vec::new(),
     };
@@ -44,7 +45,8 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
     );
     let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
     // the layers loop and the loops outside the layers (row I/O, base density, reduction, draws)
-    let loop_iterations = p.loop_iterations + flow.layers.len() as u64 + io_loop_iterations(flow.dim);
+    let iterations = p.loop_iterations + flow.layers.len() as u64 + io_loop_iterations(flow.dim);
+    let loop_iterations = limiter_count(iterations, flow.layers.len() as u64 + p.nets);
     KernelSource { form: KernelForm::Interpreted, wgsl, weights: p.weights, plan: p.plan, loop_iterations }
 }
 
@@ -53,8 +55,10 @@ struct Packer {
     plan: Vec<u32>,
     /// Widest scratch region needed so far.
     width: usize,
-    /// Loop iterations one invocation executes (see `KernelSource::loop_iterations`).
+    /// Loop iterations one invocation executes in the layers' own loops.
     loop_iterations: u64,
+    /// Conditioner nets packed.
+    nets: u64,
     /// Whether some net needs scratch slot C (residual nets).
     slot_c: bool,
     /// Plan entries that hold a scratch offset: (index, slot, offset within the slot).
@@ -132,6 +136,7 @@ impl Packer {
         let schedule = net.schedule();
         self.plan.extend([schedule.len() as u32, slope.to_bits()]);
         self.loop_iterations += 1 + schedule.len() as u64;
+        self.nets += 1;
         let mut records = Vec::with_capacity(schedule.len());
         for step in &schedule {
             let l = &net.linears[step.linear];

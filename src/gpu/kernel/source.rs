@@ -64,9 +64,22 @@ pub struct KernelSource {
     /// The layer plan the interpreter reads (record layout in shaders/interpreter.wgsl);
     /// `[0]` for the unrolled form (a binding may not be empty).
     pub plan: Vec<u32>,
-    /// Loop iterations one invocation executes, all loops together, for the longest entry
-    /// point (layers plus [`io_loop_iterations`]).
+    /// An upper bound on what llvmpipe's loop limiter counts for one invocation of the
+    /// longest entry point ([`limiter_count`] of the shader's loop iterations: layers plus
+    /// [`io_loop_iterations`]).
     pub loop_iterations: u64,
+}
+
+/// What llvmpipe's loop limiter counts (at most) for a shader that executes `iterations` loop
+/// iterations per invocation over `blocks` layers and conditioner nets. The limiter counts
+/// more than the WGSL's own loops: Mesa wraps other control flow (the layer `switch`,
+/// early returns) in loops of its own, and unrolls short constant-trip loops. Measured on
+/// lavapipe (Mesa 22.3.6, tests/gpu.rs `llvmpipe_runs_every_model_it_accepts`), by appending
+/// elementwise layers to a model until its output broke: an elementwise layer costs 9 at
+/// D ≤ 8 (its loop unrolled), D + 10 at D = 16…64; coupling layers 1.2–1.5× their loop
+/// iterations (seed4d 788 against 517 counted). So: ×1.5, plus 12 per layer and per net.
+pub(super) fn limiter_count(iterations: u64, blocks: u64) -> u64 {
+    iterations + iterations.div_ceil(2) + 12 * blocks
 }
 
 /// Appends the diagonal base's loc and log_scale; returns the offset of loc.

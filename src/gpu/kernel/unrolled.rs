@@ -15,7 +15,9 @@ use std::fmt::Write;
 
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
-use super::source::{header, io_loop_iterations, lit, push_base, split, KernelForm, KernelSource, TEMPLATE};
+use super::source::{
+    header, io_loop_iterations, limiter_count, lit, push_base, split, KernelForm, KernelSource, TEMPLATE,
+};
 
 /// Largest [`operations`] per row (both directions together are generated, so the shader holds
 /// twice this many) for which `--kernel auto` picks the straight-line form.
@@ -61,7 +63,7 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
     let mut weights = Vec::new();
     let base_off = push_base(&mut weights, &flow.base);
     let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &flow_functions(flow);
-    let loop_iterations = io_loop_iterations(flow.dim);
+    let loop_iterations = limiter_count(io_loop_iterations(flow.dim), 0);
     KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
 }
 
