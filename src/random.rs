@@ -82,7 +82,6 @@ pub fn reference_model(name: &str) -> Option<Flow> {
         "d16" => (
             InitSpec {
                 dim: 16,
-                layers: 8,
                 hidden: vec![64, 64],
                 activation: Activation::LeakyRelu { negative_slope: 0.01 },
                 s_output: OutputFn::Tanh,
@@ -90,7 +89,7 @@ pub fn reference_model(name: &str) -> Option<Flow> {
             },
             16,
         ),
-        "d64" => (InitSpec { dim: 64, layers: 8, hidden: vec![256, 256], ..InitSpec::seed4d(8) }, 64),
+        "d64" => (InitSpec { dim: 64, hidden: vec![256, 256], ..InitSpec::seed4d(8) }, 64),
         _ => return None,
     };
     init_flow(&spec, seed).ok()

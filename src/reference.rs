@@ -245,10 +245,6 @@ fn coupling<T: Real>(c: &Coupling, v: &mut [T], to_latent: bool, seen: &mut Magn
 
 /// Scale inputs u and shifts t for the transformed features (index order), computed from
 /// the identity features of `v` only.
-pub fn conditioner_outputs(c: &Coupling, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    conditioner_outputs_in(c, v, &mut Magnitude::default())
-}
-
 fn conditioner_outputs_in<T: Real>(c: &Coupling, v: &[T], seen: &mut Magnitude) -> (Vec<T>, Vec<T>) {
     let transformed = c.transformed_features();
     match &c.conditioner {
@@ -271,10 +267,6 @@ fn conditioner_outputs_in<T: Real>(c: &Coupling, v: &[T], seen: &mut Magnitude) 
 }
 
 /// Returns (log f, f) for scale input `u` of feature `i`.
-pub fn scale_factor(scale: &ScaleFn, u: f64, i: usize) -> (f64, f64) {
-    scale_factor_in(scale, u, i)
-}
-
 fn scale_factor_in<T: Real>(scale: &ScaleFn, u: T, i: usize) -> (T, T) {
     match scale {
         ScaleFn::Exp => (u, u.exp()),
@@ -304,10 +296,6 @@ fn sigmoid<T: Real>(x: T) -> T {
 }
 
 /// Evaluates a conditioner net (plain MLP or residual net, see [`Mlp`]) on one input vector.
-pub fn mlp_forward(mlp: &Mlp, input: &[f64]) -> Vec<f64> {
-    mlp_forward_in(mlp, input, &mut Magnitude::default())
-}
-
 fn mlp_forward_in<T: Real>(mlp: &Mlp, input: &[T], seen: &mut Magnitude) -> Vec<T> {
     let last = mlp.linears.len() - 1;
     let act = |v: Vec<T>| -> Vec<T> { v.into_iter().map(|x| activate(mlp.activation, x)).collect() };

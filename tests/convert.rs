@@ -168,3 +168,46 @@ fn missing_unknown_and_mismatched_keys_are_named() {
     let err = convert_edited("nflows_realnvp_bn", "nflows", &[&nflows[..8], &["--hidden", "32"]].concat(), d, |_| {});
     assert!(err.contains("running_mean") && err.contains("--batch-norm-between"), "{err}");
 }
+
+/// `--flows N` names the model's length: equal to the highest `flows.K` key + 1 it converts
+/// the same model as without it (more would append keyless flows, fewer is refused, naming
+/// the key); a weight that is not a matrix is refused with its key and shape, not indexed.
+#[test]
+fn flows_count_and_weight_shapes_are_checked() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let state = fixture_dir().join("normflows_masked_actnorm.state.safetensors");
+    let bytes = std::fs::read(&state).unwrap();
+    let seen = SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .names()
+        .iter()
+        .filter_map(|k| k.strip_prefix("flows.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .unwrap()
+        + 1;
+    let options = ["--activation", "leaky_relu:0.01", "--s-output", "tanh"];
+    let run = |flows: Option<usize>, out: &str| {
+        let mut o: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        if let Some(n) = flows {
+            o.extend(["--flows".to_string(), n.to_string()]);
+        }
+        convert(&state, "normflows", &o, &d.join(out))
+    };
+    assert!(run(None, "plain.safetensors").status.success());
+    let exact = run(Some(seen), "exact.safetensors");
+    assert!(exact.status.success(), "--flows {seen}: {}", String::from_utf8_lossy(&exact.stderr));
+    assert_eq!(Flow::load(d.join("exact.safetensors")).unwrap(), Flow::load(d.join("plain.safetensors")).unwrap());
+    let short = run(Some(seen - 1), "short.safetensors");
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(!short.status.success() && err.contains(&format!("flows.{}", seen - 1)), "{err}");
+    // a Linear weight flattened to a vector, or given a third axis
+    let key = "flows.0.s.net.0.weight";
+    for reshape in [|s: &[usize]| vec![s[0] * s[1]], |s: &[usize]| vec![1, s[0], s[1]]] {
+        let err = convert_edited("normflows_masked_actnorm", "normflows", &options, d, |t| {
+            let e = t.iter_mut().find(|e| e.0 == key).unwrap();
+            e.2 = reshape(&e.2);
+        });
+        assert!(err.contains(key) && err.contains("expected [out, in]") && !err.contains("panicked"), "{err}");
+    }
+}

@@ -24,12 +24,12 @@ cd "$(dirname "$0")/.."
 groups=(
   "reference|src/reference.rs|--test properties --test native --test reference_math"
   "native_kernels|src/native/kernels.rs|--lib --test native"
-  "native_engine|src/native/mod.rs|--test native --test properties --test verify"
+  "native_engine|src/native/mod.rs|--test native --test properties --test verify --test sample"
   "sample|src/sample.rs src/random.rs|--lib --test sample --test format --test properties"
-  "pipeline|src/pipeline.rs|--test cli --test parquet --test bad_input"
-  "convert|src/convert.rs|--test convert"
+  "pipeline|src/pipeline.rs|--lib --test cli --test parquet --test bad_input --test plot --test sample"
+  "convert|src/convert.rs|--lib --test convert"
   "verify|src/verify.rs|--test verify"
-  "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--test gpu"
+  "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--lib --test gpu"
   "npy|src/npy.rs|--test bad_input --test cli --test parquet"
 )
 

@@ -223,6 +223,7 @@ fn verify_fails_an_engine_wrong_in_any_one_output() {
     let report = verify(&CpuReference::new(flow.clone()), &with_nan).unwrap();
     assert!(report.passed() && report.non_finite_input == 1, "{report}");
     assert!(report.to_string().contains("rows with NaN/±Inf input (must give NaN): 1"), "{report}");
+    assert!(report.to_string().contains("rows in float32 range: 499 data→latent, 499 latent→data"), "{report}");
     for fault in [
         Fault::Latent,
         Fault::LogDet,
@@ -286,4 +287,15 @@ fn cli_verify_draws_from_the_model_and_checks_input_width() {
     let out = pytorch::realnvp(&["verify", "--model", &path(&model), "--input", &path(&x), "--device", "native"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("4 columns"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `verify` holds its rows and about ten result arrays in memory, so the library call refuses
+/// more than `MAX_VALUES` values up front, as the CLI does (the zeroed rows here are never
+/// touched: the allocation stays virtual).
+#[test]
+fn verify_refuses_more_values_than_it_can_hold() {
+    let flow = Arc::new(random_mixed_flow(4, 2, 8, 1));
+    let x = vec![0.0; realnvp::verify::MAX_VALUES + 4];
+    let err = verify(&CpuReference::new(flow), &x).err().expect("refused");
+    assert!(err.to_string().contains("verify holds its rows in memory"), "{err}");
 }
