@@ -6,7 +6,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{drawn, short, text, Figure, Format};
+use super::{draw_legend, drawn, short, text, Figure, Format};
 use crate::bench::BenchReport;
 use crate::engine::Pass;
 use crate::error::{Error, Result};
@@ -117,15 +117,7 @@ impl Figure for BenchFigure {
             .label("FMA ceiling")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(2)));
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font(text(13.0))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         // device names under their groups
         for (d, dev) in r.devices.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(d as f64 + 0.5, lo));

@@ -147,6 +147,22 @@ pub fn colormap(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// Draws `chart`'s legend at `position`: 13 px labels on a translucent white box.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    drawn(
+        chart
+            .configure_series_labels()
+            .position(position)
+            .label_font(text(13.0))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw(),
+    )
+}
+
 /// A text style in the embedded font.
 pub(crate) fn text(size: f64) -> TextStyle<'static> {
     (FONT, size).into_font().color(&BLACK)

@@ -12,7 +12,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::{drawn, short, text, Figure, Format};
+use super::{draw_legend, drawn, short, text, Figure, Format};
 use crate::error::{Error, Result};
 use crate::pipeline::{progress_bar, Source, StreamOptions};
 
@@ -329,15 +329,7 @@ impl Figure for ScoresFigure {
                 .label(line)
                 .legend(|(x, y)| EmptyElement::at((x, y)));
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(text(13.0))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
 }
