@@ -386,6 +386,16 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     assert_eq!(KernelForm::Auto.resolve(&permutations), KernelForm::Interpreted);
     let more = Flow { layers: vec![Layer::Permutation { perm: vec![1, 0] }; 25_000], ..permutations };
     assert!(kernel::choose(&more, &lavapipe, &limits, KernelForm::Unrolled).is_err());
+    // auto unrolls up to MAX_OPERATIONS inclusive, and an unrolled kernel past it comes with
+    // the compile note: 2,000 two-feature permutations are 2,000 × (2 + LAYER_OVERHEAD) = 20,000
+    assert_eq!(2 + unrolled::LAYER_OVERHEAD, 10);
+    assert_eq!(unrolled::MAX_OPERATIONS, 20_000);
+    let at = |layers: usize| Flow { layers: vec![Layer::Permutation { perm: vec![1, 0] }; layers], ..more.clone() };
+    assert_eq!(unrolled::operations(&at(2_000)), unrolled::MAX_OPERATIONS);
+    assert_eq!(KernelForm::Auto.resolve(&at(2_000)), KernelForm::Unrolled);
+    assert_eq!(KernelForm::Auto.resolve(&at(2_001)), KernelForm::Interpreted);
+    assert!(kernel::choose(&at(2_000), &hardware, &limits, KernelForm::Unrolled).unwrap().note.is_none());
+    assert!(kernel::choose(&at(2_001), &hardware, &limits, KernelForm::Unrolled).unwrap().note.is_some());
     // parameters beyond the storage binding size: refused everywhere
     let small = wgpu::Limits { max_storage_buffer_binding_size: 1 << 16, ..limits };
     assert!(kernel::choose(&d64, &hardware, &small, KernelForm::Interpreted).is_err());
