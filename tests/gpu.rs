@@ -63,6 +63,28 @@ fn lavapipe_refuses_to_unroll_huge_models() {
     assert!(err.to_string().contains("--kernel interpreted"), "{err}");
 }
 
+/// A flow without layers is its base density (a valid model: `log p = log N(x)`, z = x);
+/// both kernel forms evaluate it.
+#[test]
+fn a_flow_without_layers_is_its_base() {
+    let bases =
+        [Base::StandardNormal, Base::DiagonalNormal { loc: vec![0.5, -1.0, 2.0], log_scale: vec![0.1, -0.3, 0.7] }];
+    for base in bases {
+        let flow = Flow { features: None, dim: 3, base, layers: vec![] };
+        for kernel in [KernelForm::Interpreted, KernelForm::Unrolled] {
+            let Some(engine) = engine(&flow, 0, kernel) else { return };
+            let engine: &dyn Engine = &engine;
+            let x: Vec<f64> = (0..30).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
+            let (mut got, mut want) = (vec![0.0; 10], vec![0.0; 10]);
+            engine.log_prob(&x, &mut got, &mut LogLikelihoodSum::default()).unwrap();
+            realnvp::reference::log_prob(&flow, &x, &mut want);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= FLOAT32_TOLERANCE * (1.0 + w.abs()), "{kernel:?}: {g} vs {w}");
+            }
+        }
+    }
+}
+
 #[test]
 fn auto_unrolls_small_models_only() {
     let seed4d = realnvp::random::reference_model("seed4d").unwrap();

@@ -25,6 +25,9 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         p.plan[i] = p.plan.len() as u32;
         p.layer(layer);
     }
+    if p.plan.is_empty() {
+        p.plan.push(0); // a flow without layers (its base alone): a binding may not be empty
+    }
     let base_off = push_base(&mut p.weights, &flow.base);
     let maxw = (p.width.div_ceil(BLOCK) * BLOCK) as u32;
     let st = if p.slot_c { 4 * maxw } else { 3 * maxw };
