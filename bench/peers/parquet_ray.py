@@ -4,8 +4,9 @@
   cli parquet    `realnvp score --columns …` of the same rows as one Parquet file, and of the
                  8 Parquet files one after another (one process each)
   ray            realnvp.ray.score over the 8 files on ray.init(num_cpus=2): 2 actors with 1
-                 thread each; cluster start-up excluded, dataset reading included (the result is
-                 materialized in the object store, then counted)
+                 thread each, and Ray tasks (the default) with 1 thread each; cluster start-up
+                 excluded, dataset reading included (the result is materialized in the object
+                 store, then counted)
 
 Every figure is rows per second of the whole job (process start-up included for the CLI).
 
@@ -66,25 +67,23 @@ def main():
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    def ray_run(**read):
+    def ray_run(concurrency=None, **read):
         start = time.perf_counter()
-        scored = rr.score(ray.data.read_parquet(parts, **read), model, columns=names, device="native", concurrency=2,
-                          num_cpus=0.5, threads=1, batch_size=None).materialize()
+        scored = rr.score(ray.data.read_parquet(parts, **read), model, columns=names, device="native",
+                          concurrency=concurrency, num_cpus=0.5 if concurrency else 1, threads=1,
+                          batch_size=None).materialize()
         assert scored.count() == args.rows
         return time.perf_counter() - start
 
-    ray_run()  # warm-up: workers started, the extension imported, files in the page cache
+    ray_run(2)  # warm-up: workers started, the extension imported, files in the page cache
+    ray_run()
     results["ray.data.read_parquet() reading alone"] = (
         lambda s: (ray.data.read_parquet(parts).materialize(), time.perf_counter() - s)[1])(time.perf_counter())
-    results["ray (2 actors x 1 thread, 8 files)"] = ray_run()
-    results["ray, read_parquet(override_num_blocks=32)"] = ray_run(override_num_blocks=32)
-    # the CLI reads only the feature columns; so can Ray
-    results["ray, read_parquet(columns=features)"] = ray_run(columns=names)
-    # Ray packs files into blocks of up to target_max_block_size (128 MiB): here 2 blocks, one
-    # per actor, read before either scores; 16 MiB blocks let reading and scoring overlap
-    ctx.target_max_block_size = 16 << 20
-    results["ray, 16 MiB blocks"] = ray_run()
-    results["ray, 16 MiB blocks, columns=features"] = ray_run(columns=names)
+    results["ray, 2 actors x 1 thread"] = ray_run(2)
+    results["ray, 2 actors, override_num_blocks=32"] = ray_run(2, override_num_blocks=32)
+    # the default: tasks, fused with the read (no object-store round trip of the input)
+    results["ray, tasks x 1 thread (default)"] = ray_run()
+    results["ray, tasks, override_num_blocks=32"] = ray_run(override_num_blocks=32)
     print(f"seed4d, {args.rows} float32 rows (4 columns), dev machine, one run")
     base = args.rows / results["cli parquet (8 files, 8 processes)"]
     npy = args.rows / results["cli npy (1 file)"]

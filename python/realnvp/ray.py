@@ -1,9 +1,9 @@
 """realnvp on a Ray cluster (Ray Data): score datasets with one engine per worker, reduce, and
 sample in shards that equal one process's stream row for row.
 
-- :func:`score`: a ``map_batches`` actor class that opens the engine once per worker (a GPU
-  each with ``num_gpus=1``, the native engine on CPU workers) and appends a log p column to
-  every Arrow batch, keeping every input column.
+- :func:`score`: ``map_batches`` in Ray tasks (each worker process opens the engine once),
+  or an actor pool (``concurrency``; a GPU each with ``num_gpus=1``), appending a log p
+  column to every Arrow batch and keeping every input column.
 - :func:`mean_log_prob`: the mean over rows with a finite log p (the CLI's summary).
 - :func:`sample`: ``shards`` tasks, each drawing its own ``first_row`` range of the stream.
 
@@ -50,8 +50,34 @@ def _open(model: bytes, device: str, kernel: str, threads: Optional[int]) -> "re
         return realnvp.load(path, device=device, kernel=kernel, threads=threads)
 
 
+def _append_log_prob(flow: "realnvp.Flow", batch: Any, columns: Sequence[str], output_column: str) -> Any:
+    """An Arrow batch plus ``output_column``: log p of its feature ``columns`` (in the model's
+    order) under ``flow``; null where a feature is null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = [c for c in columns if c not in batch.column_names]
+    if missing:
+        raise ValueError(f"no column(s) {missing}; the dataset has {batch.column_names}")
+    features = [batch.column(c) for c in columns]
+    for name, column in zip(columns, features):
+        if not pa.types.is_floating(column.type):
+            raise TypeError(f"column {name!r} is {column.type}; feature columns must be float32 or float64")
+    # columns → row-major rows [n, D] (one copy; nulls become NaN and their log p null)
+    dtype = np.float64 if any(c.type == pa.float64() for c in features) else np.float32
+    x = np.empty((batch.num_rows, len(features)), dtype)
+    null = np.zeros(batch.num_rows, bool)
+    for j, column in enumerate(features):
+        x[:, j] = column.to_numpy(zero_copy_only=False)
+        if column.null_count:
+            null |= pc.is_null(column).to_numpy(zero_copy_only=False)
+    logp = flow.log_prob(x)
+    return batch.append_column(output_column, pa.array(logp, mask=null if null.any() else None))
+
+
 class _Scorer:
-    """One engine per Ray actor; Arrow batches in, the same batches plus a log p column out."""
+    """One engine per Ray actor (``concurrency`` given): Arrow batches in, the same batches
+    plus a log p column out."""
 
     def __init__(self, model: bytes, columns: Sequence[str], output_column: str, device: str, kernel: str,
                  threads: Optional[int]) -> None:
@@ -60,26 +86,27 @@ class _Scorer:
         self.output_column = output_column
 
     def __call__(self, batch: Any) -> Any:
-        import pyarrow as pa
-        import pyarrow.compute as pc
+        return _append_log_prob(self.flow, batch, self.columns, self.output_column)
 
-        missing = [c for c in self.columns if c not in batch.column_names]
-        if missing:
-            raise ValueError(f"no column(s) {missing}; the dataset has {batch.column_names}")
-        features = [batch.column(c) for c in self.columns]
-        for name, column in zip(self.columns, features):
-            if not pa.types.is_floating(column.type):
-                raise TypeError(f"column {name!r} is {column.type}; feature columns must be float32 or float64")
-        # columns → row-major rows [n, D] (one copy; nulls become NaN and their log p null)
-        dtype = np.float64 if any(c.type == pa.float64() for c in features) else np.float32
-        x = np.empty((batch.num_rows, len(features)), dtype)
-        null = np.zeros(batch.num_rows, bool)
-        for j, column in enumerate(features):
-            x[:, j] = column.to_numpy(zero_copy_only=False)
-            if column.null_count:
-                null |= pc.is_null(column).to_numpy(zero_copy_only=False)
-        logp = self.flow.log_prob(x)
-        return batch.append_column(self.output_column, pa.array(logp, mask=null if null.any() else None))
+
+# Engines opened by this worker process for task-based scoring, by (model digest, device,
+# kernel, threads): Ray reuses worker processes across tasks, so each opens an engine once.
+_ENGINES: "Dict[tuple, realnvp.Flow]" = {}
+
+
+def _score_task(batch: Any, model: bytes, columns: Sequence[str], output_column: str, device: str, kernel: str,
+                threads: Optional[int]) -> Any:
+    """The task form of :class:`_Scorer` (``concurrency`` not given): it fuses with the read
+    task, so the input blocks never pass through the object store."""
+    import hashlib
+
+    key = (hashlib.sha256(model).hexdigest(), device, kernel, threads)
+    flow = _ENGINES.get(key)
+    if flow is None:
+        if len(_ENGINES) >= 4:
+            _ENGINES.clear()
+        flow = _ENGINES[key] = _open(model, device, kernel, threads)
+    return _append_log_prob(flow, batch, columns, output_column)
 
 
 def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = None, output_column: str = "log_prob",
@@ -92,13 +119,17 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     model: a model file's path (read here and shipped to the workers), its bytes, or a
     :class:`realnvp.Flow`. columns: the feature columns in the model's order (default: the
     model's feature names when it records them, else every floating-point column of the
-    dataset, in schema order). concurrency: the actor pool
-    (``n`` or ``(min, max)``; default 1 actor); num_gpus: per actor (1 for one GPU per
-    actor). threads: CPU threads per actor for the native engine (default: all the worker's
-    cores; set it to the actor's ``num_cpus`` when several actors share a node). num_cpus: Ray
-    CPUs each actor reserves (Ray's default 1); the read tasks need CPUs too, so on a cluster
-    of C CPUs keep ``concurrency × num_cpus < C`` (e.g. 0.5 for two actors on two CPUs), or
-    the pipeline waits for a free CPU forever.
+    dataset, in schema order). concurrency: an actor pool (``n`` or ``(min, max)``), one
+    engine per actor, kept for the whole run: use it for GPUs (``num_gpus=1``,
+    ``concurrency`` = the number of GPUs), whose kernels take a while to build. Without it
+    (the default) batches are scored in Ray tasks, each worker process opening the engine
+    once; a task fuses with the read task, so the input never passes through the object
+    store (BENCHMARKS.md, 2026-12-01: 4.8 s against 5.5–7.7 s for 2 actors on 2 CPUs).
+    num_gpus: per actor or task. threads: CPU threads per actor or task for the native engine
+    (default: all the worker's cores; set it to ``num_cpus`` when several share a node).
+    num_cpus: Ray CPUs each actor or task reserves (Ray's default 1); with actors, the read
+    tasks need CPUs too, so on a cluster of C CPUs keep ``concurrency × num_cpus < C`` (e.g.
+    0.5 for two actors on two CPUs), or the pipeline waits for a free CPU forever.
     """
     payload = _model_bytes(model)
     info = _open(payload, "cpu", "auto", 1).info
@@ -117,22 +148,17 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
         raise ValueError(f"output_column {output_column!r} is a feature column")
     import ray
 
-    size = concurrency or 1
-    pool = ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1]) if isinstance(size, tuple) else (
-        ray.data.ActorPoolStrategy(size=size))
-    return dataset.map_batches(
-        _Scorer,
-        fn_constructor_args=(payload, columns, output_column, device, kernel, threads),
-        batch_format="pyarrow",
-        batch_size=batch_size,
-        compute=pool,
-        num_gpus=num_gpus,
-        num_cpus=num_cpus,
-        zero_copy_batch=True,
-        # no retry arguments: Ray Data restarts dead map actors and retries their batches (and
-        # retries map tasks) without limit by default, which test_ray's killed worker checks;
-        # Ray 2.60 deprecates passing them (`**ray_remote_args`, `ray_remote_args_fn`)
-    )
+    args = (payload, columns, output_column, device, kernel, threads)
+    # no retry arguments: Ray Data restarts dead map actors and retries their batches (and
+    # retries map tasks) without limit by default, which test_ray's killed workers check;
+    # Ray 2.60 deprecates passing them (`**ray_remote_args`, `ray_remote_args_fn`)
+    common = dict(batch_format="pyarrow", batch_size=batch_size, num_gpus=num_gpus, num_cpus=num_cpus,
+                  zero_copy_batch=True)
+    if concurrency is None:
+        return dataset.map_batches(_score_task, fn_args=args, **common)
+    pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1]) if isinstance(
+        concurrency, tuple) else ray.data.ActorPoolStrategy(size=concurrency)
+    return dataset.map_batches(_Scorer, fn_constructor_args=args, compute=pool, **common)
 
 
 def _arrow_type(t: Any) -> Any:

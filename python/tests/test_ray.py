@@ -93,14 +93,15 @@ def reference_of(model):
     return run
 
 
-def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path):
+@pytest.mark.parametrize("concurrency", [2, None], ids=["actors", "tasks"])
+def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path, concurrency):
     data, outs = tmp_path / "data", tmp_path / "cli"
     data.mkdir(), outs.mkdir()
     table = write_dataset(data, files=8, rows=3000)
     model = models["d5_tanh"].with_name("d4.safetensors")
     cli("init", "--dim", 4, "--layers", 4, "--hidden", "16,16", "--seed", 21, "-o", model)
-    scored = rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="native", concurrency=2,
-                      num_cpus=0.5, threads=1, batch_size=1000)
+    scored = rr.score(ray.data.read_parquet(str(data)).repartition(8), model, columns=FEATURES, device="native",
+                      concurrency=concurrency, num_cpus=0.5, threads=1, batch_size=1000)
     out = arrow(scored)
     assert out.column_names == ["id", "a", "b", "c", "d", "log_prob"]
     check_scored(out, cli_scores(cli, model, data, outs), reference_of(model))
@@ -111,7 +112,8 @@ def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path
     assert rr.mean_log_prob(scored) == pytest.approx(finite.mean(), rel=1e-12)
 
 
-def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path):
+@pytest.mark.parametrize("concurrency", [2, None], ids=["actors", "tasks"])
+def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, concurrency):
     data, outs = tmp_path / "data", tmp_path / "cli"
     data.mkdir(), outs.mkdir()
     write_dataset(data, files=8, rows=3000, seed=1)
@@ -121,18 +123,20 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path):
     # Ray 2.60 packs small files into one read block (one actor would get every row):
     # eight blocks keep both actors busy
     dataset = ray.data.read_parquet(str(data)).repartition(8)
-    scored = rr.score(dataset, model, columns=FEATURES, device="cpu", concurrency=2, num_cpus=0.5, threads=1,
-                      batch_size=250)
+    scored = rr.score(dataset, model, columns=FEATURES, device="cpu", concurrency=concurrency, num_cpus=0.5,
+                      threads=1, batch_size=250)
     killed = []
 
     def scorer_cpu_ticks():
-        """pid → CPU clock ticks (user + system) of every Ray actor process titled
-        ray::MapWorker(MapBatches(_Scorer))… that has loaded the engine (Linux /proc)."""
+        """pid → CPU clock ticks (user + system) of every Ray worker process scoring: titled
+        ray::MapWorker(MapBatches(_Scorer))… (actors) or …MapBatches(_score_task)… (tasks),
+        with the engine loaded (Linux /proc)."""
         ticks = {}
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"MapBatches(_Scorer)" not in f.read():
+                    title = f.read()
+                    if b"MapBatches(_Scorer)" not in title and b"MapBatches(_score_task)" not in title:
                         continue
                 with open(f"/proc/{pid}/maps") as f:
                     if "_realnvp" not in f.read():
