@@ -9,7 +9,7 @@ use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::gpu::kernel::unrolled;
 use realnvp::gpu::kernel::{self, KernelForm};
 use realnvp::gpu::{self, GpuEngine, GpuOptions};
-use realnvp::model::{Base, Direction, Flow, Layer};
+use realnvp::model::{Base, Flow, Layer};
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
 use realnvp::sample::Draw;
@@ -61,28 +61,6 @@ fn lavapipe_refuses_to_unroll_huge_models() {
     let options = GpuOptions { chunk_rows: 0, kernel: KernelForm::Unrolled };
     let err = GpuEngine::new(d64, &adapter, &options).err().expect("d64 unrolled must be refused on llvmpipe");
     assert!(err.to_string().contains("--kernel interpreted"), "{err}");
-}
-
-/// A flow without layers is its base density (a valid model: `log p = log N(x)`, z = x);
-/// both kernel forms evaluate it.
-#[test]
-fn a_flow_without_layers_is_its_base() {
-    let bases =
-        [Base::StandardNormal, Base::DiagonalNormal { loc: vec![0.5, -1.0, 2.0], log_scale: vec![0.1, -0.3, 0.7] }];
-    for base in bases {
-        let flow = Flow { features: None, dim: 3, base, layers: vec![] };
-        for kernel in [KernelForm::Interpreted, KernelForm::Unrolled] {
-            let Some(engine) = engine(&flow, 0, kernel) else { return };
-            let engine: &dyn Engine = &engine;
-            let x: Vec<f64> = (0..30).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
-            let (mut got, mut want) = (vec![0.0; 10], vec![0.0; 10]);
-            engine.log_prob(&x, &mut got, &mut LogLikelihoodSum::default()).unwrap();
-            realnvp::reference::log_prob(&flow, &x, &mut want);
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= FLOAT32_TOLERANCE * (1.0 + w.abs()), "{kernel:?}: {g} vs {w}");
-            }
-        }
-    }
 }
 
 #[test]
@@ -284,11 +262,16 @@ fn kat_main(@builtin(workgroup_id) wid: vec3<u32>) {
 fn with_elementwise_layers(model: &Flow, m: usize) -> Flow {
     let d = model.dim;
     let mut flow = model.clone();
-    flow.layers.extend((0..m).map(|k| Layer::ElementwiseAffine {
-        direction: Direction::DataToLatent,
-        log_scale: (0..d).map(|j| if k % 2 == 0 { 1e-4 } else { -1e-4 } * (j + 1) as f64).collect(),
-        shift: (0..d).map(|j| 1e-4 * (j as f64 - 3.0)).collect(),
-    }));
+    flow.layers.extend(
+        common::elementwise_flow(
+            d,
+            (0..m).map(|k| {
+                let sign = if k % 2 == 0 { 1e-4 } else { -1e-4 };
+                ((0..d).map(|j| sign * (j + 1) as f64).collect(), (0..d).map(|j| 1e-4 * (j as f64 - 3.0)).collect())
+            }),
+        )
+        .layers,
+    );
     flow
 }
 
@@ -311,7 +294,7 @@ fn llvmpipe_runs_every_model_it_accepts() {
         return;
     }
     let limits = adapter.limits();
-    let elementwise = |dim| Flow { features: None, dim, base: Base::StandardNormal, layers: vec![] };
+    let elementwise = |dim| common::elementwise_flow(dim, []);
     // with what an appended elementwise layer costs llvmpipe's limiter, where measured (Mesa
     // 22.3.6: 9 at D = 2, 26 at D = 16, 75 at D = 64)
     let models = [

@@ -49,18 +49,3 @@ fn auto_prefers_native_over_cpu_emulated_adapters() {
         assert!(name.starts_with("native") && name.contains("auto:"), "auto chose {name}");
     }
 }
-
-/// A flow without layers is its base density: log p = log N(x), z = x (a valid model).
-#[test]
-fn a_flow_without_layers_is_its_base() {
-    let base = realnvp::model::Base::DiagonalNormal { loc: vec![0.5, -1.0, 2.0], log_scale: vec![0.1, -0.3, 0.7] };
-    let flow = Flow { features: None, dim: 3, base, layers: vec![] };
-    let engine = open(&flow, 0).unwrap();
-    let x: Vec<f64> = (0..30).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
-    let (mut got, mut want) = (vec![0.0; 10], vec![0.0; 10]);
-    engine.log_prob(&x, &mut got, &mut realnvp::engine::LogLikelihoodSum::default()).unwrap();
-    realnvp::reference::log_prob(&flow, &x, &mut want);
-    for (g, w) in got.iter().zip(&want) {
-        assert!((g - w).abs() <= realnvp::verify::FLOAT32_TOLERANCE * (1.0 + w.abs()), "{g} vs {w}");
-    }
-}

@@ -67,19 +67,7 @@ fn verify_passes_trained_models_on_model_rows_their_data_and_the_far_tail() {
 /// verify counts them as ill-conditioned, names the worst, and passes.
 #[test]
 fn ill_conditioned_rows_are_counted_not_failed() {
-    use realnvp::model::{Base, Direction, Layer};
-    let flow = Arc::new(Flow {
-        features: None,
-        dim: 2,
-        base: Base::StandardNormal,
-        layers: [1e4, -1e4]
-            .map(|b| Layer::ElementwiseAffine {
-                direction: Direction::DataToLatent,
-                log_scale: vec![0.0, 0.0],
-                shift: vec![b, b],
-            })
-            .to_vec(),
-    });
+    let flow = Arc::new(common::elementwise_flow(2, [1e4, -1e4].map(|b| (vec![0.0, 0.0], vec![b, b]))));
     let x = common::gaussian_rows(400, 2, 6);
     let engine = open_engine(flow.clone(), &Device::Native, &Default::default()).unwrap();
     let report = verify(engine.as_ref(), &x).unwrap();
@@ -110,19 +98,7 @@ fn out_of_range_rows_are_reported_not_compared() {
 
     // z = (x·e¹⁰⁰)·e⁻¹⁰⁰: z and x are ordinary numbers, but both directions pass through
     // e¹⁰⁰ ≈ 2.7e43, beyond float32: every row is out of range both ways, none compared
-    use realnvp::model::{Base, Direction, Layer};
-    let flow = Arc::new(Flow {
-        features: None,
-        dim: 2,
-        base: Base::StandardNormal,
-        layers: [100.0, -100.0]
-            .map(|a| Layer::ElementwiseAffine {
-                direction: Direction::DataToLatent,
-                log_scale: vec![a, a],
-                shift: vec![0.0, 0.0],
-            })
-            .to_vec(),
-    });
+    let flow = Arc::new(common::elementwise_flow(2, [100.0, -100.0].map(|a| (vec![a, a], vec![0.0, 0.0]))));
     let x = common::gaussian_rows(50, 2, 8);
     let engine = open_engine(flow, &Device::Native, &Default::default()).unwrap();
     let report = verify(engine.as_ref(), &x).unwrap();
@@ -306,18 +282,12 @@ fn verify_refuses_more_values_than_it_can_hold() {
 #[test]
 fn the_mean_counts_far_tail_rows_by_relative_error() {
     let d = 4;
-    let flow = Arc::new(Flow {
-        features: None,
-        dim: d,
-        base: realnvp::model::Base::StandardNormal,
-        layers: (0..3)
-            .map(|k| realnvp::model::Layer::ElementwiseAffine {
-                direction: realnvp::model::Direction::DataToLatent,
-                log_scale: (0..d).map(|j| 0.1 * (j + k) as f64 - 0.2).collect(),
-                shift: (0..d).map(|j| 0.3 * j as f64 - 0.4).collect(),
-            })
-            .collect(),
-    });
+    let flow = Arc::new(common::elementwise_flow(
+        d,
+        (0..3).map(|k| {
+            ((0..d).map(|j| 0.1 * (j + k) as f64 - 0.2).collect(), (0..d).map(|j| 0.3 * j as f64 - 0.4).collect())
+        }),
+    ));
     let n = 400;
     let x: Vec<f64> = (0..n * d).map(|i| 100.0 * (((i * 7919) % 1000) as f64 / 500.0 - 1.0) + 0.37).collect();
     let native = open_engine(flow.clone(), &Device::Native, &Default::default()).unwrap();

@@ -95,12 +95,11 @@ _ENGINES: "Dict[tuple, realnvp.Flow]" = {}
 
 
 def _score_task(batch: Any, model: bytes, columns: Sequence[str], output_column: str, device: str, kernel: str,
-                threads: Optional[int]) -> Any:
+                threads: Optional[int], digest: str) -> Any:
     """The task form of :class:`_Scorer` (``concurrency`` not given): it fuses with the read
-    task, so the input blocks never pass through the object store."""
-    import hashlib
-
-    key = (hashlib.sha256(model).hexdigest(), device, kernel, threads)
+    task, so the input blocks never pass through the object store. ``digest``: the model's
+    SHA-256, computed once on the driver."""
+    key = (digest, device, kernel, threads)
     flow = _ENGINES.get(key)
     if flow is None:
         if len(_ENGINES) >= 4:
@@ -155,7 +154,9 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     common = dict(batch_format="pyarrow", batch_size=batch_size, num_gpus=num_gpus, num_cpus=num_cpus,
                   zero_copy_batch=True)
     if concurrency is None:
-        return dataset.map_batches(_score_task, fn_args=args, **common)
+        import hashlib
+
+        return dataset.map_batches(_score_task, fn_args=args + (hashlib.sha256(payload).hexdigest(),), **common)
     pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1]) if isinstance(
         concurrency, tuple) else ray.data.ActorPoolStrategy(size=concurrency)
     return dataset.map_batches(_Scorer, fn_constructor_args=args, compute=pool, **common)

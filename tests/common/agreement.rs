@@ -7,7 +7,7 @@
 //! engine (candle's `test_device!`): every engine file instantiates it once per engine.
 
 use realnvp::engine::{Engine, LogLikelihoodSum};
-use realnvp::model::Flow;
+use realnvp::model::{Base, Flow};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
 use realnvp::verify::{verify, FLOAT32_TOLERANCE};
 
@@ -39,6 +39,24 @@ pub fn init_models_pass_verify(open: Open) {
         let x = super::gaussian_rows(if d == 64 { 600 } else { 3000 }, d, 5);
         let report = verify(engine.as_ref(), &x).unwrap();
         assert!(report.passed(), "init model D = {d}:\n{report}");
+    }
+}
+
+/// A flow without layers is its base density (a valid model: `log p = log N(x)`, z = x), with
+/// a standard and a diagonal base.
+pub fn a_flow_without_layers_is_its_base(open: Open) {
+    let bases =
+        [Base::StandardNormal, Base::DiagonalNormal { loc: vec![0.5, -1.0, 2.0], log_scale: vec![0.1, -0.3, 0.7] }];
+    for base in bases {
+        let flow = Flow { features: None, dim: 3, base, layers: vec![] };
+        let Some(engine) = open(&flow, 0) else { return };
+        let x: Vec<f64> = (0..30).map(|i| (i as f64 * 0.37).sin() * 2.0).collect();
+        let (mut got, mut want) = (vec![0.0; 10], vec![0.0; 10]);
+        engine.log_prob(&x, &mut got, &mut LogLikelihoodSum::default()).unwrap();
+        realnvp::reference::log_prob(&flow, &x, &mut want);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= FLOAT32_TOLERANCE * (1.0 + w.abs()), "{}: {g} vs {w}", engine.name());
+        }
     }
 }
 
@@ -198,6 +216,11 @@ macro_rules! agreement_suite {
         #[test]
         fn init_models_pass_verify() {
             $crate::common::agreement::init_models_pass_verify($open);
+        }
+
+        #[test]
+        fn a_flow_without_layers_is_its_base() {
+            $crate::common::agreement::a_flow_without_layers_is_its_base($open);
         }
 
         #[test]

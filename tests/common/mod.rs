@@ -13,6 +13,17 @@ pub fn seeds(count: u64) -> Vec<u64> {
     (start..start + count).collect()
 }
 
+/// A flow of data→latent elementwise affine layers `y = x·e^{log_scale} + shift`, one per
+/// `(log_scale, shift)` pair (each of length `dim`), over a standard normal base.
+pub fn elementwise_flow(dim: usize, layers: impl IntoIterator<Item = (Vec<f64>, Vec<f64>)>) -> Flow {
+    use realnvp::model::{Base, Direction, Layer};
+    let layers = layers
+        .into_iter()
+        .map(|(log_scale, shift)| Layer::ElementwiseAffine { direction: Direction::DataToLatent, log_scale, shift })
+        .collect();
+    Flow { features: None, dim, base: Base::StandardNormal, layers }
+}
+
 /// Standard normal rows `[n, dim]`: rows 0…n−1 of `seed`'s sample stream.
 pub fn gaussian_rows(n: usize, dim: usize, seed: u64) -> Vec<f64> {
     realnvp::random::sample_base(&realnvp::model::Base::StandardNormal, dim, n, seed)
