@@ -49,15 +49,22 @@ fn activate(x: f32, kind: u32, slope: f32) -> f32 {
     }
 }
 
-// (log f, f) for scale input u of transformed feature k. kinds: 0 exp, 1 tanh_exp (alpha at
-// p + k), 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p, 1/bound at p + 1).
-fn scale(u: f32, kind: u32, p: u32, k: u32) -> vec2<f32> {
+// (log f, the factor) for scale input u of transformed feature k: the factor is f moving
+// towards the latent-side of the stored map (forward) and 1/f moving back, each rounded once
+// where it can be (e^{−l} rather than 1/e^l). kinds: 0 exp, 1 tanh_exp (alpha at p + k),
+// 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p, 1/bound at p + 1).
+fn scale(u: f32, kind: u32, p: u32, k: u32, forward: bool) -> vec2<f32> {
+    var l: f32;
     switch kind {
-        case SCALE_TANH_EXP: { let l = weights[p + k] * tanh_safe(u); return vec2<f32>(l, exp_acc(l)); }
-        case SCALE_SIGMOID: { let f = sigmoid(u + weights[p]) + weights[p + 1u]; return vec2<f32>(log_acc(f), f); }
-        case SCALE_SOFT_CLAMP_EXP: { let c = weights[p]; let l = c * tanh_safe(u * weights[p + 1u]); return vec2<f32>(l, exp_acc(l)); }
-        default: { return vec2<f32>(u, exp_acc(u)); }
+        case SCALE_TANH_EXP: { l = weights[p + k] * tanh_safe(u); }
+        case SCALE_SIGMOID: {
+            let f = sigmoid(u + weights[p]) + weights[p + 1u];
+            return vec2<f32>(log_acc(f), select(recip(f), f, forward));
+        }
+        case SCALE_SOFT_CLAMP_EXP: { l = weights[p] * tanh_safe(u * weights[p + 1u]); }
+        default: { l = u; }
     }
+    return vec2<f32>(l, exp_acc(select(-l, l, forward)));
 }
 
 // ---- the flow ----
@@ -86,14 +93,22 @@ fn run_mlp(net: u32) {
             src = C_OFF;
         }
         for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
-            var a0 = weights[b + o0] + select(0.0, buf[dst + o0], accumulate);
-            var a1 = weights[b + o0 + 1u] + select(0.0, buf[dst + o0 + 1u], accumulate);
-            var a2 = weights[b + o0 + 2u] + select(0.0, buf[dst + o0 + 2u], accumulate);
-            var a3 = weights[b + o0 + 3u] + select(0.0, buf[dst + o0 + 3u], accumulate);
-            var a4 = weights[b + o0 + 4u] + select(0.0, buf[dst + o0 + 4u], accumulate);
-            var a5 = weights[b + o0 + 5u] + select(0.0, buf[dst + o0 + 5u], accumulate);
-            var a6 = weights[b + o0 + 6u] + select(0.0, buf[dst + o0 + 6u], accumulate);
-            var a7 = weights[b + o0 + 7u] + select(0.0, buf[dst + o0 + 7u], accumulate);
+            var a0 = 0.0;
+            var c0 = 0.0;
+            var a1 = 0.0;
+            var c1 = 0.0;
+            var a2 = 0.0;
+            var c2 = 0.0;
+            var a3 = 0.0;
+            var c3 = 0.0;
+            var a4 = 0.0;
+            var c4 = 0.0;
+            var a5 = 0.0;
+            var c5 = 0.0;
+            var a6 = 0.0;
+            var c6 = 0.0;
+            var a7 = 0.0;
+            var c7 = 0.0;
             for (var i = 0u; i < n_in; i += BLOCK) {
                 let x0 = buf[src + i + 0u];
                 let x1 = buf[src + i + 1u];
@@ -112,14 +127,14 @@ fn run_mlp(net: u32) {
                 a5 = fma(weights[wi + 5u], x0, a5);
                 a6 = fma(weights[wi + 6u], x0, a6);
                 a7 = fma(weights[wi + 7u], x0, a7);
-                a0 = fma(weights[wi + 1u * n_out], x1, a0);
-                a1 = fma(weights[wi + 1u * n_out + 1u], x1, a1);
-                a2 = fma(weights[wi + 1u * n_out + 2u], x1, a2);
-                a3 = fma(weights[wi + 1u * n_out + 3u], x1, a3);
-                a4 = fma(weights[wi + 1u * n_out + 4u], x1, a4);
-                a5 = fma(weights[wi + 1u * n_out + 5u], x1, a5);
-                a6 = fma(weights[wi + 1u * n_out + 6u], x1, a6);
-                a7 = fma(weights[wi + 1u * n_out + 7u], x1, a7);
+                c0 = fma(weights[wi + 1u * n_out], x1, c0);
+                c1 = fma(weights[wi + 1u * n_out + 1u], x1, c1);
+                c2 = fma(weights[wi + 1u * n_out + 2u], x1, c2);
+                c3 = fma(weights[wi + 1u * n_out + 3u], x1, c3);
+                c4 = fma(weights[wi + 1u * n_out + 4u], x1, c4);
+                c5 = fma(weights[wi + 1u * n_out + 5u], x1, c5);
+                c6 = fma(weights[wi + 1u * n_out + 6u], x1, c6);
+                c7 = fma(weights[wi + 1u * n_out + 7u], x1, c7);
                 a0 = fma(weights[wi + 2u * n_out], x2, a0);
                 a1 = fma(weights[wi + 2u * n_out + 1u], x2, a1);
                 a2 = fma(weights[wi + 2u * n_out + 2u], x2, a2);
@@ -128,14 +143,14 @@ fn run_mlp(net: u32) {
                 a5 = fma(weights[wi + 2u * n_out + 5u], x2, a5);
                 a6 = fma(weights[wi + 2u * n_out + 6u], x2, a6);
                 a7 = fma(weights[wi + 2u * n_out + 7u], x2, a7);
-                a0 = fma(weights[wi + 3u * n_out], x3, a0);
-                a1 = fma(weights[wi + 3u * n_out + 1u], x3, a1);
-                a2 = fma(weights[wi + 3u * n_out + 2u], x3, a2);
-                a3 = fma(weights[wi + 3u * n_out + 3u], x3, a3);
-                a4 = fma(weights[wi + 3u * n_out + 4u], x3, a4);
-                a5 = fma(weights[wi + 3u * n_out + 5u], x3, a5);
-                a6 = fma(weights[wi + 3u * n_out + 6u], x3, a6);
-                a7 = fma(weights[wi + 3u * n_out + 7u], x3, a7);
+                c0 = fma(weights[wi + 3u * n_out], x3, c0);
+                c1 = fma(weights[wi + 3u * n_out + 1u], x3, c1);
+                c2 = fma(weights[wi + 3u * n_out + 2u], x3, c2);
+                c3 = fma(weights[wi + 3u * n_out + 3u], x3, c3);
+                c4 = fma(weights[wi + 3u * n_out + 4u], x3, c4);
+                c5 = fma(weights[wi + 3u * n_out + 5u], x3, c5);
+                c6 = fma(weights[wi + 3u * n_out + 6u], x3, c6);
+                c7 = fma(weights[wi + 3u * n_out + 7u], x3, c7);
                 a0 = fma(weights[wi + 4u * n_out], x4, a0);
                 a1 = fma(weights[wi + 4u * n_out + 1u], x4, a1);
                 a2 = fma(weights[wi + 4u * n_out + 2u], x4, a2);
@@ -144,14 +159,14 @@ fn run_mlp(net: u32) {
                 a5 = fma(weights[wi + 4u * n_out + 5u], x4, a5);
                 a6 = fma(weights[wi + 4u * n_out + 6u], x4, a6);
                 a7 = fma(weights[wi + 4u * n_out + 7u], x4, a7);
-                a0 = fma(weights[wi + 5u * n_out], x5, a0);
-                a1 = fma(weights[wi + 5u * n_out + 1u], x5, a1);
-                a2 = fma(weights[wi + 5u * n_out + 2u], x5, a2);
-                a3 = fma(weights[wi + 5u * n_out + 3u], x5, a3);
-                a4 = fma(weights[wi + 5u * n_out + 4u], x5, a4);
-                a5 = fma(weights[wi + 5u * n_out + 5u], x5, a5);
-                a6 = fma(weights[wi + 5u * n_out + 6u], x5, a6);
-                a7 = fma(weights[wi + 5u * n_out + 7u], x5, a7);
+                c0 = fma(weights[wi + 5u * n_out], x5, c0);
+                c1 = fma(weights[wi + 5u * n_out + 1u], x5, c1);
+                c2 = fma(weights[wi + 5u * n_out + 2u], x5, c2);
+                c3 = fma(weights[wi + 5u * n_out + 3u], x5, c3);
+                c4 = fma(weights[wi + 5u * n_out + 4u], x5, c4);
+                c5 = fma(weights[wi + 5u * n_out + 5u], x5, c5);
+                c6 = fma(weights[wi + 5u * n_out + 6u], x5, c6);
+                c7 = fma(weights[wi + 5u * n_out + 7u], x5, c7);
                 a0 = fma(weights[wi + 6u * n_out], x6, a0);
                 a1 = fma(weights[wi + 6u * n_out + 1u], x6, a1);
                 a2 = fma(weights[wi + 6u * n_out + 2u], x6, a2);
@@ -160,23 +175,23 @@ fn run_mlp(net: u32) {
                 a5 = fma(weights[wi + 6u * n_out + 5u], x6, a5);
                 a6 = fma(weights[wi + 6u * n_out + 6u], x6, a6);
                 a7 = fma(weights[wi + 6u * n_out + 7u], x6, a7);
-                a0 = fma(weights[wi + 7u * n_out], x7, a0);
-                a1 = fma(weights[wi + 7u * n_out + 1u], x7, a1);
-                a2 = fma(weights[wi + 7u * n_out + 2u], x7, a2);
-                a3 = fma(weights[wi + 7u * n_out + 3u], x7, a3);
-                a4 = fma(weights[wi + 7u * n_out + 4u], x7, a4);
-                a5 = fma(weights[wi + 7u * n_out + 5u], x7, a5);
-                a6 = fma(weights[wi + 7u * n_out + 6u], x7, a6);
-                a7 = fma(weights[wi + 7u * n_out + 7u], x7, a7);
+                c0 = fma(weights[wi + 7u * n_out], x7, c0);
+                c1 = fma(weights[wi + 7u * n_out + 1u], x7, c1);
+                c2 = fma(weights[wi + 7u * n_out + 2u], x7, c2);
+                c3 = fma(weights[wi + 7u * n_out + 3u], x7, c3);
+                c4 = fma(weights[wi + 7u * n_out + 4u], x7, c4);
+                c5 = fma(weights[wi + 7u * n_out + 5u], x7, c5);
+                c6 = fma(weights[wi + 7u * n_out + 6u], x7, c6);
+                c7 = fma(weights[wi + 7u * n_out + 7u], x7, c7);
             }
-            buf[dst + o0] = activate(a0, kind, slope);
-            buf[dst + o0 + 1u] = activate(a1, kind, slope);
-            buf[dst + o0 + 2u] = activate(a2, kind, slope);
-            buf[dst + o0 + 3u] = activate(a3, kind, slope);
-            buf[dst + o0 + 4u] = activate(a4, kind, slope);
-            buf[dst + o0 + 5u] = activate(a5, kind, slope);
-            buf[dst + o0 + 6u] = activate(a6, kind, slope);
-            buf[dst + o0 + 7u] = activate(a7, kind, slope);
+            buf[dst + o0] = activate((a0 + c0 + weights[b + o0]) + select(0.0, buf[dst + o0], accumulate), kind, slope);
+            buf[dst + o0 + 1u] = activate((a1 + c1 + weights[b + o0 + 1u]) + select(0.0, buf[dst + o0 + 1u], accumulate), kind, slope);
+            buf[dst + o0 + 2u] = activate((a2 + c2 + weights[b + o0 + 2u]) + select(0.0, buf[dst + o0 + 2u], accumulate), kind, slope);
+            buf[dst + o0 + 3u] = activate((a3 + c3 + weights[b + o0 + 3u]) + select(0.0, buf[dst + o0 + 3u], accumulate), kind, slope);
+            buf[dst + o0 + 4u] = activate((a4 + c4 + weights[b + o0 + 4u]) + select(0.0, buf[dst + o0 + 4u], accumulate), kind, slope);
+            buf[dst + o0 + 5u] = activate((a5 + c5 + weights[b + o0 + 5u]) + select(0.0, buf[dst + o0 + 5u], accumulate), kind, slope);
+            buf[dst + o0 + 6u] = activate((a6 + c6 + weights[b + o0 + 6u]) + select(0.0, buf[dst + o0 + 6u], accumulate), kind, slope);
+            buf[dst + o0 + 7u] = activate((a7 + c7 + weights[b + o0 + 7u]) + select(0.0, buf[dst + o0 + 7u], accumulate), kind, slope);
         }
     }
 }
@@ -206,12 +221,12 @@ fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     for (var k = 0u; k < n_tr; k++) {
         let f = plan[feat + n_id + k];
         let t = buf[ST + k];
-        let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k);
+        let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k, forward);
         if forward {
-            v[f] = fma(v[f], lf.y, t);
+            v[f] = mul_add_acc(v[f], lf.y, t);
             ld = split_add(ld, lf.x);
         } else {
-            v[f] = (v[f] - t) * recip(lf.y);
+            v[f] = (v[f] - t) * lf.y;
             ld = split_add(ld, -lf.x);
         }
     }
@@ -227,7 +242,7 @@ fn elementwise(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
         let ls = weights[ls_off + i];
         let sh = weights[sh_off + i];
         if forward {
-            v[i] = fma(v[i], weights[ls_off + 2u * D + i], sh);
+            v[i] = mul_add_acc(v[i], weights[ls_off + 2u * D + i], sh);
             ld = split_add(ld, ls);
         } else {
             v[i] = (v[i] - sh) * weights[ls_off + 3u * D + i];
@@ -263,7 +278,7 @@ fn apply_layer(l: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
 // Data→latent in place on v; returns log|det ∂z/∂x| as (hi, lo).
 fn flow_to_latent() -> vec2<f32> {
     var ld = vec2<f32>(0.0);
-    for (var l = 0u; l < N_LAYERS + params._pad0; l++) {
+    for (var l = 0u; l < N_LAYERS + params.zero; l++) {
         ld = apply_layer(l, true, ld);
     }
     return ld;
@@ -272,7 +287,7 @@ fn flow_to_latent() -> vec2<f32> {
 // Latent→data in place on v; returns log|det ∂x/∂z| as (hi, lo).
 fn flow_to_data() -> vec2<f32> {
     var ld = vec2<f32>(0.0);
-    for (var l = N_LAYERS + params._pad0; l > 0u; l--) {
+    for (var l = N_LAYERS + params.zero; l > 0u; l--) {
         ld = apply_layer(l - 1u, false, ld);
     }
     return ld;

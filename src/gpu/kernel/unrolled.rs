@@ -100,7 +100,7 @@ fn layer_code(out: &mut String, layer: &Layer, to_latent: bool) {
             for (i, (&ls, &sh)) in log_scale.iter().zip(shift).enumerate() {
                 let (factor, shift) = (lit(ls.exp()), lit(sh));
                 if forward {
-                    let _ = writeln!(out, "    v[{i}] = fma(v[{i}], {factor}, {shift});");
+                    let _ = writeln!(out, "    v[{i}] = mul_add_acc(v[{i}], {factor}, {shift});");
                 } else {
                     let _ = writeln!(out, "    v[{i}] = (v[{i}] - {shift}) * {};", lit((-ls).exp()));
                 }
@@ -136,17 +136,28 @@ fn coupling_code(out: &mut String, c: &Coupling, to_latent: bool) {
     let forward = (c.direction == Direction::DataToLatent) == to_latent;
     for (k, &f) in pruned.transformed.iter().enumerate() {
         let (t, u) = (&region[k], &region[d_tr + k]);
-        let log_f = match &c.scale {
+        // log f, and the factor: f towards the latent side of the stored map, 1/f back, each
+        // rounded once where it can be (e^{−l} rather than 1/e^l, sigmoid's f itself)
+        let l = match &c.scale {
             ScaleFn::Exp => u.clone(),
             ScaleFn::TanhExp { alpha } => format!("{} * tanh_safe({u})", lit(alpha[f])),
-            ScaleFn::Sigmoid { offset, eps } => format!("log_acc(sigmoid({u} + {}) + {})", lit(*offset), lit(*eps)),
+            ScaleFn::Sigmoid { offset, eps } => {
+                let _ = writeln!(out, "    let f{k} = sigmoid({u} + {}) + {};", lit(*offset), lit(*eps));
+                format!("log_acc(f{k})")
+            }
             ScaleFn::SoftClampExp { bound } => format!("{} * tanh_safe({u} * {})", lit(*bound), lit(1.0 / *bound)),
         };
-        let _ = writeln!(out, "    let l{k} = {log_f};");
+        let _ = writeln!(out, "    let l{k} = {l};");
+        let factor = match (&c.scale, forward) {
+            (ScaleFn::Sigmoid { .. }, true) => format!("f{k}"),
+            (ScaleFn::Sigmoid { .. }, false) => format!("recip(f{k})"),
+            (_, true) => format!("exp_acc(l{k})"),
+            (_, false) => format!("exp_acc(-l{k})"),
+        };
         if forward {
-            let _ = writeln!(out, "    v[{f}] = fma(v[{f}], exp_acc(l{k}), {t});\n    ld = split_add(ld, l{k});");
+            let _ = writeln!(out, "    v[{f}] = mul_add_acc(v[{f}], {factor}, {t});\n    ld = split_add(ld, l{k});");
         } else {
-            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * exp_acc(-l{k});\n    ld = split_add(ld, -l{k});");
+            let _ = writeln!(out, "    v[{f}] = (v[{f}] - {t}) * {factor};\n    ld = split_add(ld, -l{k});");
         }
     }
 }
