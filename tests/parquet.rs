@@ -107,13 +107,13 @@ fn parquet_scores_equal_the_engine_on_the_same_rows() {
         let ids = table.column(0).as_primitive::<Int64Type>();
         assert!(ids.values().iter().enumerate().all(|(i, &id)| id == i as i64), "ids kept in order");
         let logp = table.column(1).as_primitive::<Float32Type>();
-        for i in 0..n {
+        for (i, &want) in want.iter().enumerate().take(n) {
             if i % 997 == 3 {
                 assert!(logp.is_null(i), "row {i} has a null feature: null log p");
             } else if i % 1000 == 7 {
                 assert!(logp.value(i).is_nan(), "row {i} has a NaN feature: NaN log p");
             } else {
-                assert_eq!(logp.value(i), want[i] as f32, "row {i}");
+                assert_eq!(logp.value(i), want as f32, "row {i}");
             }
         }
     }

@@ -272,7 +272,7 @@ fn cli_verify_draws_from_the_model_and_checks_input_width() {
 fn verify_refuses_more_values_than_it_can_hold() {
     let flow = Arc::new(random_mixed_flow(4, 2, 8, 1));
     let x = vec![0.0; realnvp::verify::MAX_VALUES + 4];
-    let err = verify(&CpuReference::new(flow), &x).err().expect("refused");
+    let err = verify(&CpuReference::new(flow), &x).expect_err("refused");
     assert!(err.to_string().contains("verify holds its rows in memory"), "{err}");
 }
 

@@ -337,8 +337,8 @@ impl Workspace {
             self.step(step, rows, false);
         }
         self.store(d, rows, out, log_q);
-        for r in 0..rows {
-            log_q[r] = T::of(self.quad[r] - self.logdet[r]);
+        for ((q, &quad), &ld) in log_q[..rows].iter_mut().zip(&self.quad[..rows]).zip(&self.logdet[..rows]) {
+            *q = T::of(quad - ld);
         }
     }
 

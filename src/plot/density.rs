@@ -7,7 +7,7 @@
 //! densities: count / (rows × cell area); the model's largest density tops the scale). Memory
 //! is bounded by the chunk size and the grid.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -246,7 +246,8 @@ impl<'a> DensityFigure<'a> {
 
     /// Colour position of density `v` given the largest `max`.
     fn scale(&self, v: f64, max: f64) -> f64 {
-        if !(max > 0.0) {
+        // NaN (no finite density) as well as zero
+        if max.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return 0.0;
         }
         if self.opts.log_scale {
@@ -440,14 +441,14 @@ fn sample_histogram(engine: &dyn Engine, opts: &DensityOptions, range: [f64; 4])
 }
 
 /// The histogram of a data file's dimensions `opts.dims` on `opts.bins` cells.
-fn data_histogram(engine: &dyn Engine, opts: &DensityOptions, range: [f64; 4], path: &PathBuf) -> Result<Histogram> {
+fn data_histogram(engine: &dyn Engine, opts: &DensityOptions, range: [f64; 4], path: &Path) -> Result<Histogram> {
     let flow = engine.flow();
     let columns = feature_columns(flow, path, &opts.stream.columns);
     let chunk = opts.stream.rows_per_chunk(engine);
     let mut source = Source::open_columns(path, columns, &[], chunk)?;
     if source.cols() != flow.dim {
         return Err(Error::Data {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason: Error::Dimension { model: flow.dim, input: source.cols() }.to_string(),
         });
     }
