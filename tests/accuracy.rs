@@ -12,7 +12,7 @@
 //! Every engine is held to [`RMS_FACTOR`] × PyTorch float32 on the RMS of every output of every
 //! model (issue #11), and to [`MAX_FACTOR`] on the maxima. Measured (BENCHMARKS.md, "float32
 //! accuracy"): native 0.6–1.15×; the GPU on lavapipe 0.8–1.15× since its error-free steps are
-//! kept from the shader compiler's reassociation (`keep` in shaders/flow.wgsl; without it the
+//! kept from the shader compiler's reassociation (`keep` in shaders/math.wgsl; without it the
 //! GPU's z is 1.3–1.5× PyTorch's and this test fails). Run with `--nocapture` for the table.
 
 use std::sync::Arc;

@@ -126,7 +126,7 @@ pub fn wgsl() -> String {
     for (name, value) in consts {
         let _ = writeln!(out, "const {name}: u32 = {value}u;");
     }
-    out += "\nstruct Params {\n    rows: u32,      // rows in this dispatch\n    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x\n    zero: u32,      // always 0, unknown to the compiler: added to the interpreter's layer-loop bound\n                    // (so it is not unrolled) and OR-ed into float bits by `keep` (flow.wgsl)\n    _pad1: u32,\n    seed_lo: u32,   // sampling: the seed, and the global index of the chunk's first row\n    seed_hi: u32,\n    first_row_lo: u32,\n    first_row_hi: u32,\n    temperature: f32,\n    log_t: f32,     // −D ln T\n    _pad2: u32,\n    _pad3: u32,\n}\n\n";
+    out += "\nstruct Params {\n    rows: u32,      // rows in this dispatch\n    groups_x: u32,  // workgroups along x; group index = wid.y * groups_x + wid.x\n    zero: u32,      // always 0, unknown to the compiler: added to the interpreter's layer-loop bound\n                    // (so it is not unrolled) and OR-ed into float bits by `keep` (math.wgsl)\n    _pad1: u32,\n    seed_lo: u32,   // sampling: the seed, and the global index of the chunk's first row\n    seed_hi: u32,\n    first_row_lo: u32,\n    first_row_hi: u32,\n    temperature: f32,\n    log_t: f32,     // −D ln T\n    _pad2: u32,\n    _pad3: u32,\n}\n\n";
     for b in BINDINGS {
         let _ = writeln!(out, "@group(0) @binding({}) var<{}> {}: {}; // {}", b.index, b.space, b.name, b.ty, b.doc);
     }

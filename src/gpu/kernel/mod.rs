@@ -1,4 +1,5 @@
-//! Builds the fused kernels' WGSL module for one flow: `shaders/flow.wgsl` (row I/O, base
+//! Builds the fused kernels' WGSL module for one flow: `shaders/math.wgsl` (float32 functions
+//! with error bounds) and `shaders/flow.wgsl` (row I/O, base
 //! density, entry points) with a body that evaluates the layers, in one of two forms
 //! ([`KernelForm`]):
 //!
@@ -19,7 +20,7 @@ mod interpreter;
 mod source;
 pub mod unrolled;
 
-pub use source::{KernelForm, KernelSource, PHILOX_WGSL, TEMPLATE};
+pub use source::{KernelForm, KernelSource, MATH_WGSL, PHILOX_WGSL, TEMPLATE};
 
 use crate::error::{Error, Result};
 use crate::model::Flow;

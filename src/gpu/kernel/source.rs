@@ -7,9 +7,17 @@ use crate::model::{Base, Flow};
 
 use super::abi;
 
-/// Row I/O, base density and entry points, loaded at build time.
-pub const TEMPLATE: &str =
-    concat!(include_str!("../../../shaders/flow.wgsl"), include_str!("../../../shaders/philox.wgsl"));
+/// The float32 math, row I/O, base density and entry points, loaded at build time.
+pub const TEMPLATE: &str = concat!(
+    include_str!("../../../shaders/math.wgsl"),
+    include_str!("../../../shaders/flow.wgsl"),
+    include_str!("../../../shaders/philox.wgsl")
+);
+
+/// exp/log/tanh, the reciprocal, x·f + t and the hi/lo sums with their error bounds in WGSL
+/// (part of [`TEMPLATE`]; on its own for the accuracy test on a device). Needs a `params`
+/// binding with a `zero: u32` field.
+pub const MATH_WGSL: &str = include_str!("../../../shaders/math.wgsl");
 
 /// Philox4x32-10 and the Box–Muller normals in WGSL (part of [`TEMPLATE`]; on its own for the
 /// known-answer test on a device).

@@ -68,7 +68,7 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
 }
 
 /// WGSL defining `flow_to_latent() -> vec2<f32>` and `flow_to_data() -> vec2<f32>` (the
-/// log-det as (hi, lo), see `split_add` in shaders/flow.wgsl) for `flow`, one
+/// log-det as (hi, lo), see `split_add` in shaders/math.wgsl) for `flow`, one
 /// function per layer and direction (naga's WGSL front end takes time quadratic in the
 /// number of expressions of one function: 9 s for 55k multiply-adds in one function).
 pub fn flow_functions(flow: &Flow) -> String {
