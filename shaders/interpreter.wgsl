@@ -71,7 +71,9 @@ fn scale(u: f32, kind: u32, p: u32, k: u32, forward: bool) -> vec2<f32> {
 
 // Runs the net described at plan[net]: reads the conditioner inputs at buf[0..), writes its
 // outputs into the ST region. Each block of BLOCK outputs is one pass over the inputs, BLOCK
-// inputs per iteration, with the accumulators in registers.
+// inputs per iteration, with the accumulators in registers: two chains per output (even
+// inputs in a*, odd in c*), added at the end and then the bias, as the unrolled kernel and
+// PyTorch's addmm do; shorter chains round less (tests/accuracy.rs).
 fn run_mlp(net: u32) {
     let n_steps = plan[net];
     let slope = bitcast<f32>(plan[net + 1u]);
