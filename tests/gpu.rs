@@ -179,6 +179,61 @@ fn cli_streams_files_on_gpu_with_bounded_memory() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"));
 }
 
+/// Runs `entry` of the WGSL `source` once over `groups` workgroups with `buffers` bound at
+/// group 0, bindings 0, 1, …; returns the bytes of `buffers[read]` afterwards.
+fn run_harness(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    source: &str,
+    entry: &str,
+    buffers: &[&wgpu::Buffer],
+    read: usize,
+    groups: u32,
+) -> Vec<u8> {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(entry),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: None,
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .enumerate()
+        .map(|(k, b)| wgpu::BindGroupEntry { binding: k as u32, resource: b.as_entire_binding() })
+        .collect();
+    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(entry),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    });
+    let size = buffers[read].size();
+    let readback = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups, 1, 1);
+    }
+    encoder.copy_buffer_to_buffer(buffers[read], 0, &readback, 0, size);
+    queue.submit([encoder.finish()]);
+    readback.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    let bytes = readback.slice(..).get_mapped_range().unwrap().to_vec();
+    bytes
+}
+
 /// Random123's known answers for Philox4x32-10 (as in src/philox.rs), computed by
 /// shaders/philox.wgsl on the device: the sampling kernel's generator, bit for bit.
 #[test]
@@ -211,47 +266,13 @@ fn kat_main(@builtin(workgroup_id) wid: vec3<u32>) {
 }"#;
     // philox.wgsl's normals4 uses math.wgsl's log_acc; the harness only needs it to exist
     let source = format!("fn log_acc(x: f32) -> f32 {{ return log(x); }}\n{}{harness}", kernel::PHILOX_WGSL);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("philox kat"),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("philox kat"),
-        layout: None,
-        module: &module,
-        entry_point: Some("kat_main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
     use wgpu::util::DeviceExt;
     let io = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("io"),
         contents: bytemuck::cast_slice(&words),
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
     });
-    let readback = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size: (words.len() * 4) as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("io"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry { binding: 0, resource: io.as_entire_binding() }],
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(3, 1, 1);
-    }
-    encoder.copy_buffer_to_buffer(&io, 0, &readback, 0, (words.len() * 4) as u64);
-    queue.submit([encoder.finish()]);
-    readback.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    let out: Vec<u32> = bytemuck::cast_slice(&readback.slice(..).get_mapped_range().unwrap()).to_vec();
+    let out: Vec<u32> = bytemuck::cast_slice(&run_harness(&device, &queue, &source, "kat_main", &[&io], 0, 3)).to_vec();
     for (k, (counter, key, expected)) in kat.iter().enumerate() {
         assert_eq!(&out[18 + 4 * k..22 + 4 * k], expected, "counter {counter:08x?} key {key:08x?}");
     }
@@ -302,58 +323,15 @@ fn math_main(@builtin(global_invocation_id) id: vec3<u32>) {{
 }}"#
     );
     let source = format!("{}{harness}", kernel::MATH_WGSL);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("device math"),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("device math"),
-        layout: None,
-        module: &module,
-        entry_point: Some("math_main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
     use wgpu::util::DeviceExt;
     let buffer = |contents: &[u8], usage| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents, usage })
     };
     let inp = buffer(bytemuck::cast_slice(&input), wgpu::BufferUsages::STORAGE);
+    let outp = buffer(&vec![0u8; ROWS * OUT * 4], wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
     let params = buffer(bytemuck::cast_slice(&[0u32; 4]), wgpu::BufferUsages::UNIFORM);
-    let size = (ROWS * OUT * 4) as u64;
-    let outp = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("out"),
-        size,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let readback = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("readback"),
-        size,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("device math"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: inp.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 1, resource: outp.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 2, resource: params.as_entire_binding() },
-        ],
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups((ROWS / 64) as u32, 1, 1);
-    }
-    encoder.copy_buffer_to_buffer(&outp, 0, &readback, 0, size);
-    queue.submit([encoder.finish()]);
-    readback.slice(..).map_async(wgpu::MapMode::Read, |r| r.expect("map"));
-    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    let out: Vec<f32> = bytemuck::cast_slice(&readback.slice(..).get_mapped_range().unwrap()).to_vec();
+    let bytes = run_harness(&device, &queue, &source, "math_main", &[&inp, &outp, &params], 1, (ROWS / 64) as u32);
+    let out: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
 
     // error in units of the float32 spacing at the true value
     let ulps = |got: f32, want: f64| {
