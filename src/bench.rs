@@ -131,7 +131,9 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
             }
         };
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
-        match GpuEngine::new(flow.clone(), adapter, &options.gpu) {
+        // steady state: the form a tiered run settles on, compiled in the warm-up
+        let gpu = GpuOptions { kernel: options.gpu.kernel.resolve(&flow), ..options.gpu };
+        match GpuEngine::new(flow.clone(), adapter, &gpu) {
             Ok(engine) => {
                 let target = Target { engine: &engine, driver, fma, chunk_rows: Some(engine.chunk_rows()) };
                 devices.push(time_device(&target, &x, options, progress))

@@ -106,7 +106,14 @@ fn engines(flow: &Arc<Flow>) -> Vec<Box<dyn Engine>> {
         return out;
     }
     for kernel in [KernelForm::Interpreted, KernelForm::Unrolled] {
-        out.push(open_engine(flow.clone(), &Device::Gpu(None), &GpuOptions { chunk_rows: 0, kernel }).unwrap());
+        out.push(
+            open_engine(
+                flow.clone(),
+                &Device::Gpu(None),
+                &GpuOptions { chunk_rows: 0, kernel, ..GpuOptions::default() },
+            )
+            .unwrap(),
+        );
     }
     out
 }

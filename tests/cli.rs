@@ -54,7 +54,12 @@ fn init_score_forward_inverse_sample_round_trip() {
     ]);
     let info = ok(&["info", s(&model)]);
     assert!(info.contains("dimension        5") && info.contains("coupling"), "{info}");
-    assert!(info.contains("GPU kernel       unrolled by default"), "{info}");
+    assert!(
+        info.contains(
+            "GPU kernel       tiered (interpreted while the unrolled kernel builds, then unrolled) by default"
+        ),
+        "{info}"
+    );
 
     let x = common::gaussian_rows(1000, 5, 21);
     let x_path = d.join("x.npy");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::gpu::kernel::unrolled;
 use realnvp::gpu::kernel::{self, KernelForm};
-use realnvp::gpu::{self, GpuEngine, GpuOptions};
+use realnvp::gpu::{self, GpuEngine, GpuOptions, TierSwitch};
 use realnvp::model::{Base, Flow, Layer};
 use realnvp::npy::{read_all, write_all, NpyDtype};
 use realnvp::random::{init_flow, random_mixed_flow, InitSpec};
@@ -30,25 +30,127 @@ fn best_adapter() -> Option<wgpu::Adapter> {
     found
 }
 
-fn engine(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<GpuEngine> {
+fn engine(flow: &Flow, options: GpuOptions) -> Option<GpuEngine> {
     let adapter = best_adapter()?;
-    Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &GpuOptions { chunk_rows, kernel }).expect("GPU engine"))
+    Some(GpuEngine::new(Arc::new(flow.clone()), &adapter, &options).expect("GPU engine"))
 }
 
-/// The suite runs twice: with the plan interpreter forced, and with the automatic choice,
-/// which unrolls every model up to `unrolled::MAX_OPERATIONS` (most random test models).
+/// The suite runs for every kernel form: the plan interpreter; the unrolled kernel (every
+/// model it fits, most random test models; the rest interpreted); and tiered, switching from
+/// the interpreter to the unrolled kernel mid-batch at row 256 of each pass.
 mod interpreted {
     use super::*;
-    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Interpreted));
+    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Interpreted, TierSwitch::Auto));
 }
 
-mod auto_kernel {
+mod unrolled_kernel {
     use super::*;
-    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Auto));
+    agreement_suite!(&|flow: &Flow, chunk_rows| {
+        let form = if unrolled::fits(flow) { KernelForm::Unrolled } else { KernelForm::Interpreted };
+        open(flow, chunk_rows, form, TierSwitch::Auto)
+    });
 }
 
-fn open(flow: &Flow, chunk_rows: usize, kernel: KernelForm) -> Option<Box<dyn Engine>> {
-    engine(flow, chunk_rows, kernel).map(|e| Box::new(e) as Box<dyn Engine>)
+mod tiered {
+    use super::*;
+    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Auto, TierSwitch::AtRow(256)));
+}
+
+fn open(flow: &Flow, chunk_rows: usize, kernel: KernelForm, switch: TierSwitch) -> Option<Box<dyn Engine>> {
+    engine(flow, GpuOptions { chunk_rows, kernel, switch }).map(|e| Box::new(e) as Box<dyn Engine>)
+}
+
+fn form(flow: &Flow, kernel: KernelForm, switch: TierSwitch) -> Option<GpuEngine> {
+    engine(flow, GpuOptions { kernel, switch, ..GpuOptions::default() })
+}
+
+/// log p of `x` on `engine`, in batches of `batch` rows.
+fn log_prob_in_batches(engine: &dyn Engine, x: &[f64], d: usize, batch: usize) -> Vec<f64> {
+    let mut logp = vec![0.0; x.len() / d];
+    for (xs, out) in x.chunks(batch * d).zip(logp.chunks_mut(batch)) {
+        engine.log_prob(xs, out, &mut LogLikelihoodSum::default()).unwrap();
+    }
+    logp
+}
+
+/// A tiered engine with a fixed switch row runs every row before it exactly as the
+/// interpreter does and every row from it on exactly as the unrolled kernel does, in every
+/// pass, across batches and mid-batch.
+#[test]
+fn tiered_engine_switches_exactly_at_the_row() {
+    let flow = random_mixed_flow(5, 6, 32, common::seeds(1)[0]);
+    assert!(KernelForm::Auto.tiered(&flow));
+    let Some(tiered) = form(&flow, KernelForm::Auto, TierSwitch::AtRow(768)) else { return };
+    let interpreted = form(&flow, KernelForm::Interpreted, TierSwitch::Auto).unwrap();
+    let unrolled = form(&flow, KernelForm::Unrolled, TierSwitch::Auto).unwrap();
+    let (interpreted, unrolled): (&dyn Engine, &dyn Engine) = (&interpreted, &unrolled);
+    let (n, d) = (2000, 5);
+    let x = common::gaussian_rows(n, d, 9);
+    // batches of 500: the switch falls inside the second
+    let got = log_prob_in_batches(&tiered, &x, d, 500);
+    let (before, after) = (log_prob_in_batches(interpreted, &x, d, n), log_prob_in_batches(unrolled, &x, d, n));
+    assert_ne!(before, after, "the two forms must differ somewhere for this test to see the switch");
+    assert_eq!(got[..768], before[..768]);
+    assert_eq!(got[768..], after[768..]);
+    // the latent→data pass counts its own rows
+    let (mut got, mut ld) = (vec![0.0; n * d], vec![0.0; n]);
+    (&tiered as &dyn Engine).inverse_to_data(&x, &mut got, &mut ld).unwrap();
+    let (mut want, mut want_after) = (vec![0.0; n * d], vec![0.0; n * d]);
+    interpreted.inverse_to_data(&x, &mut want, &mut ld).unwrap();
+    unrolled.inverse_to_data(&x, &mut want_after, &mut ld).unwrap();
+    assert_eq!(got[..768 * d], want[..768 * d]);
+    assert_eq!(got[768 * d..], want_after[768 * d..]);
+    assert_eq!(tiered.rows_by_tier(), Some((2 * 768, 2 * (2000 - 768))));
+    assert!(tiered.name().contains("1536 rows interpreted"), "{}", tiered.name());
+    // sampling never switches: the stream's rows are the unrolled kernel's from row 0
+    let draw = Draw { seed: 4, first_row: 0, temperature: 1.0 };
+    let sample = |engine: &dyn Engine| {
+        let (mut x, mut log_q) = (vec![0.0f32; n * d], vec![0.0f32; n]);
+        engine.sample_rows(&draw, &mut x, &mut log_q).unwrap();
+        (x, log_q)
+    };
+    assert_eq!(sample(&tiered), sample(unrolled));
+    assert_ne!(sample(interpreted), sample(unrolled), "the forms must differ for this check to mean anything");
+}
+
+/// `WhenBuilt` (a hardware GPU's default) keeps running the interpreter while the unrolled
+/// kernel builds on a background thread, then switches; every row matches the reference.
+#[test]
+fn tiered_engine_switches_when_the_build_is_ready() {
+    let flow = random_mixed_flow(4, 6, 32, common::seeds(1)[0] + 1);
+    let Some(engine) = form(&flow, KernelForm::Auto, TierSwitch::WhenBuilt) else { return };
+    let d = 4;
+    let x = common::gaussian_rows(1024, d, 3);
+    let mut want = vec![0.0; 1024];
+    realnvp::reference::log_prob(&flow, &x, &mut want);
+    let start = std::time::Instant::now();
+    while engine.rows_by_tier().unwrap().1 == 0 {
+        assert!(start.elapsed().as_secs() < 600, "no switch after 10 minutes: {}", engine.name());
+        for (got, want) in log_prob_in_batches(&engine, &x, d, 1024).iter().zip(&want) {
+            assert!((got - want).abs() <= FLOAT32_TOLERANCE * (1.0 + want.abs()), "{got} vs {want}");
+        }
+    }
+    let (interpreted, unrolled) = engine.rows_by_tier().unwrap();
+    assert!(interpreted > 0 && unrolled > 0, "{}", engine.name());
+}
+
+/// On a CPU adapter `Auto` builds nothing in the background: a short batch runs interpreted,
+/// one of CPU_WAIT_ROWS rows unrolled, and from then on every batch unrolled.
+#[test]
+fn tiered_engine_on_a_cpu_adapter_picks_the_form_by_batch_size() {
+    let Some(adapter) = best_adapter() else { return };
+    if !gpu::is_cpu_adapter(&adapter.get_info()) {
+        return;
+    }
+    let flow = random_mixed_flow(3, 4, 16, common::seeds(1)[0] + 2);
+    let engine = form(&flow, KernelForm::Auto, TierSwitch::Auto).unwrap();
+    let x = common::gaussian_rows(gpu::CPU_WAIT_ROWS, 3, 5);
+    let short = 3 * (gpu::CPU_WAIT_ROWS - 256);
+    log_prob_in_batches(&engine, &x[..short], 3, gpu::CPU_WAIT_ROWS);
+    assert_eq!(engine.rows_by_tier(), Some((gpu::CPU_WAIT_ROWS as u64 - 256, 0)));
+    log_prob_in_batches(&engine, &x, 3, gpu::CPU_WAIT_ROWS);
+    log_prob_in_batches(&engine, &x[..300], 3, 100);
+    assert_eq!(engine.rows_by_tier(), Some((gpu::CPU_WAIT_ROWS as u64 - 256, gpu::CPU_WAIT_ROWS as u64 + 100)));
 }
 
 #[test]
@@ -58,7 +160,7 @@ fn lavapipe_refuses_to_unroll_huge_models() {
         return;
     }
     let d64 = Arc::new(realnvp::random::reference_model("d64").unwrap());
-    let options = GpuOptions { chunk_rows: 0, kernel: KernelForm::Unrolled };
+    let options = GpuOptions { kernel: KernelForm::Unrolled, ..GpuOptions::default() };
     let err = GpuEngine::new(d64, &adapter, &options).err().expect("d64 unrolled must be refused on llvmpipe");
     assert!(err.to_string().contains("--kernel interpreted"), "{err}");
 }
@@ -451,7 +553,7 @@ fn llvmpipe_runs_every_model_it_accepts() {
         }
         let flow = with_elementwise_layers(model, good);
         let (d, n) = (flow.dim, 64);
-        let engine = engine(&flow, 0, KernelForm::Interpreted).unwrap();
+        let engine = form(&flow, KernelForm::Interpreted, TierSwitch::Auto).unwrap();
         let engine: &dyn Engine = &engine;
         let x: Vec<f64> = (0..n * d).map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0).collect();
         let worst = |got: &[f64], want: &[f64]| {

@@ -115,7 +115,7 @@ pub fn open(py: Python<'_>, model: Py<Model>, device: &str, kernel: &str, thread
         ),
     };
     let flow = model.get().flow.clone();
-    let options = GpuOptions { chunk_rows: 0, kernel };
+    let options = GpuOptions { chunk_rows: 0, kernel, ..GpuOptions::default() };
     let engine = py.detach(|| open_engine(flow, &device, &options)).map_err(to_py)?;
     let wide = device == Device::Cpu;
     let chunk_rows = interruptible_chunk_rows(engine.as_ref(), wide);

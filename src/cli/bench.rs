@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         reference: false,
         native: false,
         adapters: Vec::new(),
-        gpu: GpuOptions { chunk_rows: args.chunk_rows, kernel: args.kernel.kernel },
+        gpu: GpuOptions { chunk_rows: args.chunk_rows, kernel: args.kernel.kernel, ..GpuOptions::default() },
         max_seconds: args.max_seconds,
     };
     bench(&args.model, &args.device, options, args.json.as_deref())

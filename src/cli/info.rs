@@ -33,9 +33,13 @@ fn describe(flow: &Flow) -> String {
     out += &format!("layers           {}\n", flow.layers.len());
     out += &format!("parameters       {}\n", flow.parameter_count());
     out += &format!("FLOPs per row    {} (log p, mask-pruned)\n", flow.flops_per_row());
+    let default = if KernelForm::Auto.tiered(flow) {
+        "tiered (interpreted while the unrolled kernel builds, then unrolled)"
+    } else {
+        KernelForm::Auto.resolve(flow).name()
+    };
     out += &format!(
-        "GPU kernel       {} by default (--kernel auto: unrolled up to {} operations per row, this model has {}: {} multiply-adds and {} per layer)\n",
-        KernelForm::Auto.resolve(flow).name(),
+        "GPU kernel       {default} by default (--kernel auto: tiered up to {} operations per row, this model has {}: {} multiply-adds and {} per layer)\n",
         unrolled::MAX_OPERATIONS,
         unrolled::operations(flow),
         unrolled::multiply_adds(flow),

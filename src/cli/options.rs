@@ -44,8 +44,10 @@ pub struct Common {
 /// `--kernel`, shared by every subcommand that opens a GPU engine.
 #[derive(clap::Args, Clone, Copy)]
 pub struct KernelArg {
-    /// GPU kernel: auto (unrolled up to 20,000 operations per row, see `realnvp info`, else interpreted),
-    /// interpreted, unrolled (fastest; compile time grows with the model, see `realnvp info`).
+    /// GPU kernel: auto (up to 20,000 operations per row, see `realnvp info`: tiered, the interpreter
+    /// while the unrolled kernel builds, then unrolled; else interpreted), interpreted, unrolled
+    /// (fastest; compile time grows with the model). auto may switch forms mid-run: results agree
+    /// within float32 rounding; fix the form for bit-identical reruns.
     #[arg(long, default_value = "auto")]
     pub kernel: KernelForm,
 }
@@ -67,7 +69,7 @@ impl Common {
     /// `auto` chose and anything the engine wants them to know before it starts.
     pub fn engine(&self, model: &Path) -> Result<Box<dyn Engine>> {
         let flow = Arc::new(load_model(model)?);
-        let options = GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel.kernel };
+        let options = GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel.kernel, ..GpuOptions::default() };
         let engine = open_engine(flow, &self.device, &options)?;
         if !self.quiet {
             if self.device == Device::Auto {

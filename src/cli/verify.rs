@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 use realnvp::device::{open_engine, Device};
-use realnvp::gpu::GpuOptions;
+use realnvp::gpu::{GpuOptions, TierSwitch, WORKGROUP_ROWS};
 use realnvp::model::Flow;
 use realnvp::verify::{model_rows, verify};
 
@@ -35,9 +35,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let flow = Arc::new(super::options::load_model(&args.model)?);
-    let options = GpuOptions { chunk_rows: args.chunk_rows, kernel: args.kernel.kernel };
-    let engine = open_engine(flow.clone(), &args.device, &options)?;
     let x = rows(&args, &flow)?;
+    // a tiered kernel is checked in both forms: the first half of the rows interpreted, the
+    // rest unrolled, in every pass
+    let half = (x.len() / flow.dim.max(1) / 2 / WORKGROUP_ROWS * WORKGROUP_ROWS) as u64;
+    let options =
+        GpuOptions { chunk_rows: args.chunk_rows, kernel: args.kernel.kernel, switch: TierSwitch::AtRow(half) };
+    let engine = open_engine(flow.clone(), &args.device, &options)?;
     let report = verify(engine.as_ref(), &x)?;
     println!("{report}");
     if !report.passed() {

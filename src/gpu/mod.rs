@@ -14,5 +14,5 @@ pub mod kernel;
 mod resources;
 
 pub use adapter::{adapters, best_adapter, describe_adapter, instance, is_cpu_adapter, open_device};
-pub use engine::{GpuEngine, GpuOptions};
+pub use engine::{GpuEngine, GpuOptions, TierSwitch, CPU_WAIT_ROWS};
 pub use kernel::{KernelForm, WORKGROUP_ROWS};

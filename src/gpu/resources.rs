@@ -1,18 +1,22 @@
 //! What the GPU engine allocates on its device: the bind group layout (the kernel ABI's
-//! bindings, [`super::kernel::abi`]), the three compiled entry points, the model's buffers
-//! and two chunk slots (input, outputs, readback) so that one chunk computes while the
-//! previous one is read back.
+//! bindings, [`super::kernel::abi`]), two chunk slots (input, outputs, readback) so that one
+//! chunk computes while the previous one is read back, and for each kernel form it runs
+//! ([`Kernel`]) the model's buffers, a bind group per slot and the entry points' pipelines,
+//! each compiled on first use, on the caller's thread or a background one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 
-use super::kernel::{abi, KernelSource, WORKGROUP_ROWS};
+use super::kernel::{abi, KernelForm, KernelSource, WORKGROUP_ROWS};
 
 /// Target host→device bytes of float32 input per chunk when no chunk size is forced.
 const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 
-/// The compiled kernels, the model's buffers and the chunk slots of one engine.
+/// The bind group layout and the chunk slots of one engine.
 pub(super) struct Resources {
-    pub pipelines: Pipelines,
+    pub layout: wgpu::BindGroupLayout,
     pub slots: Vec<Slot>,
     /// Rows per chunk (whole workgroups).
     pub chunk_rows: usize,
@@ -21,21 +25,17 @@ pub(super) struct Resources {
 }
 
 impl Resources {
-    /// Compiles `source` and allocates buffers for chunks of `requested_rows` rows (0: about
+    /// Allocates buffers for chunks of `requested_rows` rows (0: about
     /// [`DEFAULT_CHUNK_BYTES`] of input) of dimension `dim`, within the adapter's `limits`.
     pub fn new(
         device: &wgpu::Device,
         adapter_name: &str,
         limits: &wgpu::Limits,
-        source: &KernelSource,
         dim: usize,
         requested_rows: usize,
         timestamps: bool,
     ) -> Result<Self> {
         let layout = bind_group_layout(device);
-        let pipelines = create_pipelines(device, &layout, &source.wgsl, adapter_name)?;
-        let weights = upload(device, "weights", bytemuck::cast_slice(&source.weights))?;
-        let plan = upload(device, "plan", bytemuck::cast_slice(&source.plan))?;
         let chunk_rows = plan_chunk_rows(dim, requested_rows, limits);
         if chunk_rows == 0 {
             return Err(Error::Gpu(format!(
@@ -44,10 +44,36 @@ impl Resources {
             )));
         }
         let max_groups_x = limits.max_compute_workgroups_per_dimension as usize;
-        let model = ModelBuffers { weights, plan };
         let spec = SlotSpec { dim, chunk_rows, max_groups_x, timestamps };
-        let slots = (0..2).map(|k| create_slot(device, &layout, &model, &spec, k)).collect();
-        Ok(Resources { pipelines, slots, chunk_rows, max_groups_x })
+        let slots = (0..2).map(|k| create_slot(device, &spec, k)).collect();
+        Ok(Resources { layout, slots, chunk_rows, max_groups_x })
+    }
+}
+
+/// One form of the fused kernel on the device: its pipelines, the model's parameters and plan
+/// as it reads them, and a bind group per chunk slot.
+pub(super) struct Kernel {
+    pub form: KernelForm,
+    pub pipelines: Arc<Pipelines>,
+    /// `bind_groups[k]` binds slot k's buffers and this kernel's parameters.
+    pub bind_groups: Vec<wgpu::BindGroup>,
+}
+
+impl Kernel {
+    /// Uploads `source`'s parameters and plan and binds them with every slot; compiles nothing
+    /// yet ([`Pipelines::get`]).
+    pub fn new(
+        device: &wgpu::Device,
+        resources: &Resources,
+        source: &KernelSource,
+        adapter_name: &str,
+    ) -> Result<Self> {
+        let weights = upload(device, "weights", bytemuck::cast_slice(&source.weights))?;
+        let plan = upload(device, "plan", bytemuck::cast_slice(&source.plan))?;
+        let bind_groups =
+            resources.slots.iter().map(|slot| bind_group(device, &resources.layout, slot, &weights, &plan)).collect();
+        let pipelines = Arc::new(Pipelines::new(device, &resources.layout, &source.wgsl, adapter_name));
+        Ok(Kernel { form: source.form, pipelines, bind_groups })
     }
 }
 
@@ -68,12 +94,37 @@ fn upload(device: &wgpu::Device, label: &str, bytes: &[u8]) -> Result<wgpu::Buff
     Ok(buffer)
 }
 
-/// The fused kernel's three entry points.
+/// The fused kernel's entry points (shaders/flow.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Entry {
+    LogProb,
+    ToLatent,
+    ToData,
+    Sample,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::LogProb => "log_prob_main",
+            Entry::ToLatent => "to_latent_main",
+            Entry::ToData => "to_data_main",
+            Entry::Sample => "sample_main",
+        }
+    }
+}
+
+/// The fused kernel's module and its entry points' pipelines, each compiled on first use.
 pub(super) struct Pipelines {
-    pub log_prob: wgpu::ComputePipeline,
-    pub to_latent: wgpu::ComputePipeline,
-    pub to_data: wgpu::ComputePipeline,
-    pub sample: wgpu::ComputePipeline,
+    device: wgpu::Device,
+    wgsl: String,
+    adapter: String,
+    layout: wgpu::PipelineLayout,
+    module: OnceLock<std::result::Result<wgpu::ShaderModule, String>>,
+    /// Indexed by [`Entry`]: set once, by whichever thread builds it first.
+    compiled: [OnceLock<std::result::Result<wgpu::ComputePipeline, String>>; 4],
+    /// Indexed by [`Entry`]: a background build was started.
+    building: [AtomicBool; 4],
 }
 
 /// Buffers for one chunk in flight.
@@ -84,7 +135,6 @@ pub(super) struct Slot {
     pub partials: wgpu::Buffer,
     pub params: wgpu::Buffer,
     pub readback: wgpu::Buffer,
-    pub bind_group: wgpu::BindGroup,
     pub staging: Vec<f32>,
     /// Begin/end timestamps of the chunk's dispatch, where the adapter has them.
     pub timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
@@ -140,56 +190,92 @@ fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
     })
 }
 
-fn create_pipelines(
-    device: &wgpu::Device,
-    layout: &wgpu::BindGroupLayout,
-    wgsl: &str,
-    adapter: &str,
-) -> Result<Pipelines> {
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    // Runtime checks stay on. Every index is in bounds by construction (see shaders/flow.wgsl),
-    // but with bounds checks off (`create_shader_module_trusted`, with or without loop
-    // bounding) lavapipe (Mesa 22.3.6) never completed a dispatch of these kernels; measured
-    // 2026-11-29, see BENCHMARKS.md. Workgroup zero-init is off below.
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("fused flow"),
-        source: wgpu::ShaderSource::Wgsl(wgsl.into()),
-    });
-    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some("flow"),
-        bind_group_layouts: &[Some(layout)],
-        immediate_size: 0,
-    });
-    let make = |entry: &str| {
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[],
-                // red_sum / red_cnt are fully written before they are read
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        })
-    };
-    let pipelines = Pipelines {
-        log_prob: make("log_prob_main"),
-        to_latent: make("to_latent_main"),
-        to_data: make("to_data_main"),
-        sample: make("sample_main"),
-    };
-    match pollster::block_on(scope.pop()) {
-        None => Ok(pipelines),
-        Some(e) => Err(Error::Gpu(format!("shader compilation failed on {adapter}: {e}"))),
+impl Pipelines {
+    fn new(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, wgsl: &str, adapter: &str) -> Self {
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("flow"),
+            bind_group_layouts: &[Some(layout)],
+            immediate_size: 0,
+        });
+        Pipelines {
+            device: device.clone(),
+            wgsl: wgsl.to_owned(),
+            adapter: adapter.to_owned(),
+            layout,
+            module: OnceLock::new(),
+            compiled: Default::default(),
+            building: Default::default(),
+        }
     }
-}
 
-/// The model's parameters and plan, uploaded once.
-struct ModelBuffers {
-    weights: wgpu::Buffer,
-    plan: wgpu::Buffer,
+    /// The shader module: parsed, validated and translated once, on first use.
+    fn module(&self) -> Result<&wgpu::ShaderModule> {
+        let module = self.module.get_or_init(|| {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            // Runtime checks stay on. Every index is in bounds by construction (see
+            // shaders/flow.wgsl), but with bounds checks off (`create_shader_module_trusted`,
+            // with or without loop bounding) lavapipe (Mesa 22.3.6) never completed a dispatch
+            // of these kernels; measured 2026-11-29, see BENCHMARKS.md.
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("fused flow"),
+                source: wgpu::ShaderSource::Wgsl(self.wgsl.as_str().into()),
+            });
+            match pollster::block_on(scope.pop()) {
+                None => Ok(module),
+                Some(e) => Err(format!("shader compilation failed on {}: {e}", self.adapter)),
+            }
+        });
+        module.as_ref().map_err(|e| Error::Gpu(e.clone()))
+    }
+
+    /// The compiled pipeline of `entry`: compiled now on the first call (or awaited, when a
+    /// background build of it is running). On lavapipe each entry point costs about as much
+    /// as the module's whole build, so a `score` compiles only log p's.
+    pub fn get(&self, entry: Entry) -> Result<wgpu::ComputePipeline> {
+        let compiled = self.compiled[entry as usize].get_or_init(|| {
+            let module = self.module().map_err(|e| e.to_string())?;
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry.name()),
+                layout: Some(&self.layout),
+                module,
+                entry_point: Some(entry.name()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[],
+                    // red_sum / red_cnt are fully written before they are read
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+            match pollster::block_on(scope.pop()) {
+                None => Ok(pipeline),
+                Some(e) => Err(format!("shader compilation failed on {}: {e}", self.adapter)),
+            }
+        });
+        compiled.clone().map_err(Error::Gpu)
+    }
+
+    /// Whether `entry`'s build has finished (successfully or not: [`Pipelines::get`] says).
+    pub fn ready(&self, entry: Entry) -> bool {
+        self.compiled[entry as usize].get().is_some()
+    }
+
+    /// Starts building `entry` on a background thread, once. The thread holds the pipelines
+    /// (and the device) until its build finishes, also when the engine is dropped sooner.
+    pub fn build_in_background(self: &Arc<Self>, entry: Entry) {
+        if self.ready(entry) || self.building[entry as usize].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pipelines = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name(format!("realnvp {}", entry.name())).spawn(move || {
+            // an error is kept in `compiled` and returned by the next `get`
+            let _ = pipelines.get(entry);
+        });
+        if spawned.is_err() {
+            // no thread: the build happens on the caller's thread when the engine switches
+            self.building[entry as usize].store(false, Ordering::Release);
+        }
+    }
 }
 
 /// What every chunk slot is sized for.
@@ -201,13 +287,7 @@ struct SlotSpec {
     timestamps: bool,
 }
 
-fn create_slot(
-    device: &wgpu::Device,
-    layout: &wgpu::BindGroupLayout,
-    model: &ModelBuffers,
-    spec: &SlotSpec,
-    k: usize,
-) -> Slot {
+fn create_slot(device: &wgpu::Device, spec: &SlotSpec, k: usize) -> Slot {
     let SlotSpec { dim, chunk_rows, max_groups_x, timestamps } = *spec;
     let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
     let groups_x = groups.min(max_groups_x);
@@ -232,19 +312,6 @@ fn create_slot(
         ReadbackLayout::new(dim, chunk_rows, grid_groups).total(),
         U::MAP_READ | U::COPY_DST,
     );
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("flow"),
-        layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: abi::WEIGHTS.index, resource: model.weights.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::ROWS_IN.index, resource: input.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::ROWS_OUT.index, resource: rows_out.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::ROW_SCALAR.index, resource: scalar.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::PARTIALS.index, resource: partials.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::PARAMS.index, resource: params.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: abi::PLAN.index, resource: model.plan.as_entire_binding() },
-        ],
-    });
     let timer = timestamps.then(|| {
         let set = device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("kernel time"),
@@ -253,15 +320,28 @@ fn create_slot(
         });
         (set, buffer(&format!("timestamps{k}"), 16, U::QUERY_RESOLVE | U::COPY_SRC))
     });
-    Slot {
-        input,
-        rows_out,
-        scalar,
-        partials,
-        params,
-        readback,
-        bind_group,
-        staging: Vec::with_capacity(chunk_rows * dim),
-        timer,
-    }
+    Slot { input, rows_out, scalar, partials, params, readback, staging: Vec::with_capacity(chunk_rows * dim), timer }
+}
+
+/// The one bind group of a kernel form for one slot ([`abi::BINDINGS`]).
+fn bind_group(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    slot: &Slot,
+    weights: &wgpu::Buffer,
+    plan: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("flow"),
+        layout,
+        entries: &[
+            wgpu::BindGroupEntry { binding: abi::WEIGHTS.index, resource: weights.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROWS_IN.index, resource: slot.input.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROWS_OUT.index, resource: slot.rows_out.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::ROW_SCALAR.index, resource: slot.scalar.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PARTIALS.index, resource: slot.partials.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PARAMS.index, resource: slot.params.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: abi::PLAN.index, resource: plan.as_entire_binding() },
+        ],
+    })
 }

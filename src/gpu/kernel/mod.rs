@@ -10,6 +10,10 @@
 //! - **unrolled** ([`unrolled`]): straight-line code with the parameters as literals,
 //!   for small models (much faster where storage loads are expensive, e.g. lavapipe).
 //!
+//! `Auto` runs **tiered** for every model it unrolls ([`KernelForm::tiered`]): the
+//! interpreter, quick to build, runs the first chunks while the unrolled kernel builds on a
+//! background thread; the engine switches at a chunk boundary ([`Choice::upgrade`]).
+//!
 //! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
 //! the identity (b = 1) features and the last Linear only the rows of the outputs that are
 //! used, so masked-out products are never computed. Every coupling's conditioner output is
@@ -41,7 +45,7 @@ pub fn generate(flow: &Flow, form: KernelForm) -> KernelSource {
 }
 
 impl KernelForm {
-    /// The form actually used for `flow` (resolves `Auto`).
+    /// The form `flow` settles on (resolves `Auto`; a tiered run starts interpreted).
     pub fn resolve(self, flow: &Flow) -> KernelForm {
         match self {
             KernelForm::Auto if unrolled::fits(flow) => KernelForm::Unrolled,
@@ -49,19 +53,31 @@ impl KernelForm {
             form => form,
         }
     }
+
+    /// Whether a run starts on the interpreter and moves to the unrolled kernel once that is
+    /// built on a background thread: `Auto` for every model it unrolls. The interpreter's
+    /// pipeline is ready in a fraction of the unrolled one's build (lavapipe, seed4d: 0.2 s
+    /// against 1.7 s), so short runs never wait for the build and long ones lose nothing.
+    pub fn tiered(self, flow: &Flow) -> bool {
+        self == KernelForm::Auto && self.resolve(flow) == KernelForm::Unrolled
+    }
 }
 
 /// The kernel chosen for one flow on one adapter, and what the user should hear about it.
 pub struct Choice {
+    /// The kernel the first chunk runs.
     pub source: KernelSource,
+    /// Tiered `Auto` ([`KernelForm::tiered`]): the unrolled kernel, built on a background
+    /// thread while `source` (interpreted) runs, and run from the first chunk after its build.
+    pub upgrade: Option<KernelSource>,
     /// Said before the first chunk, e.g. that a large unrolled kernel compiles for a minute.
     pub note: Option<String>,
 }
 
 /// The one place that decides the kernel for `flow` on an adapter: resolves `requested`
-/// (`Auto` by model size), refuses what the adapter cannot run (llvmpipe's compile time for
-/// very large unrolled kernels and its loop limiter; the storage binding size) with an
-/// error that says what to do instead, and generates the source.
+/// (`Auto` by model size, tiered when it unrolls), refuses what the adapter cannot run
+/// (llvmpipe's compile time for very large unrolled kernels and its loop limiter; the storage
+/// binding size) with an error that says what to do instead, and generates the sources.
 pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requested: KernelForm) -> Result<Choice> {
     let llvmpipe = is_llvmpipe(info);
     let operations = unrolled::operations(flow);
@@ -73,7 +89,25 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
             unrolled::LLVMPIPE_MAX_OPERATIONS
         )));
     }
-    let source = generate(flow, form);
+    let (source, upgrade) = if requested.tiered(flow) {
+        (generate(flow, KernelForm::Interpreted), Some(generate(flow, KernelForm::Unrolled)))
+    } else {
+        (generate(flow, form), None)
+    };
+    for source in std::iter::once(&source).chain(&upgrade) {
+        check_limits(source, info, limits, llvmpipe)?;
+    }
+    let note = (form == KernelForm::Unrolled && operations > unrolled::MAX_OPERATIONS).then(|| {
+        format!(
+            "the unrolled kernel has {operations} operations per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
+        )
+    });
+    Ok(Choice { source, upgrade, note })
+}
+
+/// Refuses a kernel whose parameters exceed the storage binding size, or whose loops exceed
+/// llvmpipe's limiter.
+fn check_limits(source: &KernelSource, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, llvmpipe: bool) -> Result<()> {
     let weight_bytes = (source.weights.len() * 4) as u64;
     if weight_bytes > limits.max_storage_buffer_binding_size {
         return Err(Error::Gpu(format!(
@@ -89,10 +123,5 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
             LLVMPIPE_LOOP_LIMIT
         )));
     }
-    let note = (form == KernelForm::Unrolled && operations > unrolled::MAX_OPERATIONS).then(|| {
-        format!(
-            "the unrolled kernel has {operations} operations per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
-        )
-    });
-    Ok(Choice { source, note })
+    Ok(())
 }

@@ -26,8 +26,8 @@ pub const PHILOX_WGSL: &str = include_str!("../../../shaders/philox.wgsl");
 /// How the kernel evaluates the layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelForm {
-    /// Unrolled when the model has at most `unrolled::MAX_OPERATIONS` operations
-    /// per row, else interpreted.
+    /// Tiered when the model has at most `unrolled::MAX_OPERATIONS` operations per row
+    /// (interpreted while the unrolled kernel builds, then unrolled), else interpreted.
     #[default]
     Auto,
     /// The plan interpreter (any model).
