@@ -5,7 +5,8 @@
 #
 # What it answers: the d64 log p fraction of the card's FMA rate at 10⁸ rows (the H200
 # target), and which kernel form (`--kernel interpreted|unrolled`) is faster on a hardware
-# GPU for the small models, where `auto` currently unrolls (chosen from lavapipe figures).
+# GPU for the small models, where `auto` runs tiered (interpreter while the unrolled kernel
+# builds, chosen from lavapipe figures), and how soon a tiered run switches (whole.txt).
 set -u
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -24,6 +25,16 @@ for k in interpreted unrolled; do
   $B verify --model $W/seed4d.safetensors -n 1000000 --device gpu --kernel $k 2>&1 | tail -3 | tee -a "$OUT/verify.txt"
   $B bench --model seed4d --rows 100000000 --device gpu --kernel $k --max-seconds 20 \
     --json "$OUT/bench_seed4d_$k.json" 2>&1 | tee -a "$OUT/bench.txt"
+done
+# whole processes: start-up and the tiered switch (auto) against each fixed form, seed4d,
+# 256 rows and 10⁷ rows (float32 file in and out)
+$B sample --model seed4d --rows 10000000 --output $W/x.npy --device gpu --quiet
+$B sample --model seed4d --rows 256 --output $W/x256.npy --device gpu --quiet
+for rows in x256 x; do
+  for k in auto interpreted unrolled auto; do
+    /usr/bin/time -f "seed4d $rows --kernel $k: %e s whole process" $B score --model seed4d \
+      --input $W/$rows.npy --output $W/o.npy --device gpu --kernel $k --quiet 2>&1 | grep -E "engine|throughput|whole" | tee -a "$OUT/whole.txt"
+  done
 done
 # d16 unrolled last: its compile is the slowest (a driver may compile all three pipelines at once)
 for k in interpreted unrolled; do
