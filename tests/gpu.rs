@@ -601,11 +601,18 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     let unrolled_on_hardware = kernel::choose(&d64, &hardware, &limits, KernelForm::Unrolled).unwrap();
     assert_eq!(unrolled_on_hardware.source.form, KernelForm::Unrolled);
     assert!(unrolled_on_hardware.note.is_some(), "a large unrolled kernel comes with the compile note");
-    // auto keeps d64 interpreted, which llvmpipe runs
-    assert_eq!(
-        kernel::choose(&d64, &lavapipe, &limits, KernelForm::Auto).unwrap().source.form,
-        KernelForm::Interpreted
-    );
+    // auto keeps d64 interpreted, which llvmpipe runs, with no unrolled upgrade; seed4d runs
+    // tiered: interpreted first, unrolled upgrade (on every adapter)
+    let auto_d64 = kernel::choose(&d64, &lavapipe, &limits, KernelForm::Auto).unwrap();
+    assert_eq!(auto_d64.source.form, KernelForm::Interpreted);
+    assert!(auto_d64.upgrade.is_none());
+    let seed4d = realnvp::random::reference_model("seed4d").unwrap();
+    for adapter in [&lavapipe, &hardware] {
+        let tiered = kernel::choose(&seed4d, adapter, &limits, KernelForm::Auto).unwrap();
+        assert_eq!(tiered.source.form, KernelForm::Interpreted);
+        assert_eq!(tiered.upgrade.map(|u| u.form), Some(KernelForm::Unrolled));
+        assert!(kernel::choose(&seed4d, adapter, &limits, KernelForm::Unrolled).unwrap().upgrade.is_none());
+    }
     // a model whose interpreter loops exceed llvmpipe's limiter: refused there only
     let deep = init_flow(&InitSpec { dim: 64, layers: 40, hidden: vec![512, 512], ..InitSpec::seed4d(40) }, 1).unwrap();
     let err = kernel::choose(&deep, &lavapipe, &limits, KernelForm::Interpreted).err().expect("loop limit");
