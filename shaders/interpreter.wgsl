@@ -6,8 +6,9 @@
 // time (code generated per layer made lavapipe's compile time grow with the square of the
 // depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
 // region width, a multiple of BLOCK), N_LAYERS, the scratch layout (C_OFF, ST) and the base
-// distribution (see kernel/mod.rs); the codes below (LAYER_*, ACT_*, SCALE_*) and BLOCK
-// come from the kernel ABI (src/gpu/kernel/abi.rs).
+// distribution (see kernel/mod.rs), and which codes the plan holds (USES_LAYER, USES_ACT,
+// USES_SCALE: bit k for code k; the code of the others is not compiled); the codes below
+// (LAYER_*, ACT_*, SCALE_*) and BLOCK come from the kernel ABI (src/gpu/kernel/abi.rs).
 //
 // Plan records (offsets are u32 indices into `plan`, parameter offsets f32 indices into
 // `weights`):
@@ -36,17 +37,19 @@
 // conditioner outputs (shifts, scale inputs) at ST.
 var<private> buf: array<f32, ST + MAXW>;
 
-// kinds: ACT_* (ACT_IDENTITY: none)
+// kinds: ACT_* (ACT_IDENTITY: none). Only the kinds the plan holds are compiled (USES_ACT,
+// bit k for ACT k: constant, so the others are dead code to the compiler).
 fn activate(x: f32, kind: u32, slope: f32) -> f32 {
     switch kind {
-        case ACT_RELU: { return max(x, 0.0); }
-        case ACT_LEAKY_RELU: { return leaky_relu(x, slope); }
-        case ACT_TANH: { return tanh_safe(x); }
-        case ACT_ELU: { return elu(x); }
-        case ACT_SILU: { return silu(x); }
-        case ACT_GELU: { return gelu(x); }
-        default: { return x; }
+        case ACT_RELU: { if (USES_ACT & (1u << ACT_RELU)) != 0u { return max(x, 0.0); } }
+        case ACT_LEAKY_RELU: { if (USES_ACT & (1u << ACT_LEAKY_RELU)) != 0u { return leaky_relu(x, slope); } }
+        case ACT_TANH: { if (USES_ACT & (1u << ACT_TANH)) != 0u { return tanh_safe(x); } }
+        case ACT_ELU: { if (USES_ACT & (1u << ACT_ELU)) != 0u { return elu(x); } }
+        case ACT_SILU: { if (USES_ACT & (1u << ACT_SILU)) != 0u { return silu(x); } }
+        case ACT_GELU: { if (USES_ACT & (1u << ACT_GELU)) != 0u { return gelu(x); } }
+        default: {}
     }
+    return x;
 }
 
 // (log f, the factor) for scale input u of transformed feature k: the factor is f moving
@@ -54,15 +57,21 @@ fn activate(x: f32, kind: u32, slope: f32) -> f32 {
 // where it can be (e^{−l} rather than 1/e^l). kinds: 0 exp, 1 tanh_exp (alpha at p + k),
 // 2 sigmoid (offset at p, eps at p + 1), 3 soft_clamp_exp (bound at p, 1/bound at p + 1).
 fn scale(u: f32, kind: u32, p: u32, k: u32, forward: bool) -> vec2<f32> {
-    var l: f32;
+    var l = u;
     switch kind {
-        case SCALE_TANH_EXP: { l = weights[p + k] * tanh_safe(u); }
-        case SCALE_SIGMOID: {
-            let f = sigmoid(u + weights[p]) + weights[p + 1u];
-            return vec2<f32>(log_acc(f), select(recip(f), f, forward));
+        case SCALE_TANH_EXP: {
+            if (USES_SCALE & (1u << SCALE_TANH_EXP)) != 0u { l = weights[p + k] * tanh_safe(u); }
         }
-        case SCALE_SOFT_CLAMP_EXP: { l = weights[p] * tanh_safe(u * weights[p + 1u]); }
-        default: { l = u; }
+        case SCALE_SIGMOID: {
+            if (USES_SCALE & (1u << SCALE_SIGMOID)) != 0u {
+                let f = sigmoid(u + weights[p]) + weights[p + 1u];
+                return vec2<f32>(log_acc(f), select(recip(f), f, forward));
+            }
+        }
+        case SCALE_SOFT_CLAMP_EXP: {
+            if (USES_SCALE & (1u << SCALE_SOFT_CLAMP_EXP)) != 0u { l = weights[p] * tanh_safe(u * weights[p + 1u]); }
+        }
+        default: {}
     }
     return vec2<f32>(l, exp_acc(select(-l, l, forward)));
 }
@@ -271,10 +280,17 @@ fn permute(rec: u32, to_latent: bool) {
 fn apply_layer(l: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let rec = plan[l];
     switch plan[rec] {
-        case LAYER_COUPLING: { return coupling(rec, to_latent, acc); }
-        case LAYER_ELEMENTWISE: { return elementwise(rec, to_latent, acc); }
-        default: { permute(rec, to_latent); return acc; }
+        case LAYER_COUPLING: {
+            if (USES_LAYER & (1u << LAYER_COUPLING)) != 0u { return coupling(rec, to_latent, acc); }
+        }
+        case LAYER_ELEMENTWISE: {
+            if (USES_LAYER & (1u << LAYER_ELEMENTWISE)) != 0u { return elementwise(rec, to_latent, acc); }
+        }
+        default: {
+            if (USES_LAYER & (1u << LAYER_PERMUTATION)) != 0u { permute(rec, to_latent); }
+        }
     }
+    return acc;
 }
 
 // Data→latent in place on v; returns log|det ∂z/∂x| as (hi, lo).

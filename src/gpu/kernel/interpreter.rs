@@ -20,6 +20,7 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         nets: 0,
         slot_c: false,
         slot_fixups: Vec::new(),
+        uses: Uses::default(),
     };
     for (i, layer) in flow.layers.iter().enumerate() {
         p.plan[i] = p.plan.len() as u32;
@@ -42,9 +43,10 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         p.plan[at] = region + offset;
     }
     let constants = format!(
-        "const MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {st}u;\nconst N_LAYERS: u32 = {}u;\n\n",
+        "const MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {st}u;\nconst N_LAYERS: u32 = {}u;\n{}\n",
         3 * maxw,
         flow.layers.len(),
+        p.uses.wgsl(),
     );
     let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
     // the layers loop and the loops outside the layers (row I/O, base density, reduction, draws)
@@ -66,6 +68,27 @@ struct Packer {
     slot_c: bool,
     /// Plan entries that hold a scratch offset: (index, slot, offset within the slot).
     slot_fixups: Vec<(usize, Slot, u32)>,
+    /// The record, activation and scale codes the plan holds.
+    uses: Uses,
+}
+
+/// Which codes of each kind the plan holds (bit k: code k), as WGSL constants: the
+/// interpreter skips the code of the others (fewer instructions for the driver to compile:
+/// every `activate` call site inlines every activation otherwise).
+#[derive(Default)]
+struct Uses {
+    layers: u32,
+    activations: u32,
+    scales: u32,
+}
+
+impl Uses {
+    fn wgsl(&self) -> String {
+        format!(
+            "const USES_LAYER: u32 = {}u;\nconst USES_ACT: u32 = {}u;\nconst USES_SCALE: u32 = {}u;\n",
+            self.layers, self.activations, self.scales
+        )
+    }
 }
 
 impl Packer {
@@ -86,11 +109,13 @@ impl Packer {
                 self.push(log_scale.iter().map(|v| v.exp()));
                 self.push(log_scale.iter().map(|v| (-v).exp()));
                 self.plan.extend([abi::LAYER_ELEMENTWISE, stored_to_latent(*direction), ls, sh]);
+                self.uses.layers |= 1 << abi::LAYER_ELEMENTWISE;
             }
             Layer::Permutation { perm } => {
                 self.loop_iterations += perm.len() as u64;
                 let at = self.plan.len() as u32 + 2;
                 self.plan.extend([abi::LAYER_PERMUTATION, at]);
+                self.uses.layers |= 1 << abi::LAYER_PERMUTATION;
                 self.plan.extend(perm.iter().map(|&p| p as u32));
             }
         }
@@ -118,6 +143,8 @@ impl Packer {
             feat_at,
         ];
         self.plan.extend(header);
+        self.uses.layers |= 1 << abi::LAYER_COUPLING;
+        self.uses.scales |= 1 << scale_kind;
         self.plan.extend(id.iter().chain(tr).map(|&f| f as u32));
         self.width = self.width.max(pad(id.len()));
         self.loop_iterations += (pad(id.len()) + d_tr) as u64 + pruned.nets.len() as u64;
@@ -168,6 +195,7 @@ impl Packer {
             self.slot_fixups.push((at + 5, step.dst, dst_offset));
             // src and dst are filled in by `generate` once the scratch width is known
             self.plan.extend([n_in as u32, n_out as u32, w, b, 0, 0, pre, post, u32::from(step.accumulate)]);
+            self.uses.activations |= (1 << pre) | (1 << post);
         }
     }
 
