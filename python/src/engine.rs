@@ -76,7 +76,7 @@ impl Model {
             layers: flow.layers.iter().map(|l| l.kind()).collect(),
             parameters: flow.parameter_count(),
             flops_per_row: flow.flops_per_row(),
-            gpu_kernel: KernelForm::Auto.resolve(flow).name(),
+            gpu_kernel: if KernelForm::Auto.tiered(flow) { "tiered" } else { KernelForm::Auto.resolve(flow).name() },
             features: flow.features.as_deref(),
         };
         json(&info)
