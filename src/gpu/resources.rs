@@ -127,69 +127,6 @@ pub(super) struct Pipelines {
     building: [AtomicBool; 4],
 }
 
-/// Buffers for one chunk in flight.
-pub(super) struct Slot {
-    pub input: wgpu::Buffer,
-    pub rows_out: wgpu::Buffer,
-    pub scalar: wgpu::Buffer,
-    pub partials: wgpu::Buffer,
-    pub params: wgpu::Buffer,
-    pub readback: wgpu::Buffer,
-    pub staging: Vec<f32>,
-    /// Begin/end timestamps of the chunk's dispatch, where the adapter has them.
-    pub timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
-}
-
-/// Byte layout of a slot's readback buffer: [rows_out | scalar | partials | 2 timestamps],
-/// 256-aligned.
-pub(super) struct ReadbackLayout {
-    pub rows_bytes: u64,
-    pub scalar_at: u64,
-    pub scalar_bytes: u64,
-    pub partials_at: u64,
-    pub partials_bytes: u64,
-    pub timer_at: u64,
-}
-
-impl ReadbackLayout {
-    pub fn new(dim: usize, rows: usize, groups: usize) -> Self {
-        let align = |b: u64| b.div_ceil(256) * 256;
-        let rows_bytes = (rows * dim * 4) as u64;
-        let scalar_at = align(rows_bytes);
-        let scalar_bytes = (rows * 4) as u64;
-        let partials_at = align(scalar_at + scalar_bytes);
-        let partials_bytes = (groups * 8) as u64;
-        let timer_at = align(partials_at + partials_bytes);
-        ReadbackLayout { rows_bytes, scalar_at, scalar_bytes, partials_at, partials_bytes, timer_at }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.timer_at + 16
-    }
-}
-
-fn plan_chunk_rows(dim: usize, forced: usize, limits: &wgpu::Limits) -> usize {
-    let row_bytes = (dim * 4) as u64;
-    let by_binding = (limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) / row_bytes) as usize;
-    let wanted = if forced > 0 { forced } else { DEFAULT_CHUNK_BYTES / (dim * 4) };
-    let rows = wanted.min(by_binding).max(1);
-    let whole = rows.div_ceil(WORKGROUP_ROWS) * WORKGROUP_ROWS;
-    if whole as u64 * row_bytes > limits.max_storage_buffer_binding_size {
-        whole - WORKGROUP_ROWS
-    } else {
-        whole
-    }
-}
-
-/// The layout of the one bind group: every binding of the kernel ABI ([`abi::BINDINGS`]:
-/// parameters, rows in, rows out, per-row values, partial sums, dispatch params, plan).
-fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
-    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some("flow"),
-        entries: &abi::layout_entries(),
-    })
-}
-
 impl Pipelines {
     fn new(device: &wgpu::Device, layout: &wgpu::BindGroupLayout, wgsl: &str, adapter: &str) -> Self {
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -276,6 +213,69 @@ impl Pipelines {
             self.building[entry as usize].store(false, Ordering::Release);
         }
     }
+}
+
+/// Buffers for one chunk in flight.
+pub(super) struct Slot {
+    pub input: wgpu::Buffer,
+    pub rows_out: wgpu::Buffer,
+    pub scalar: wgpu::Buffer,
+    pub partials: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    pub readback: wgpu::Buffer,
+    pub staging: Vec<f32>,
+    /// Begin/end timestamps of the chunk's dispatch, where the adapter has them.
+    pub timer: Option<(wgpu::QuerySet, wgpu::Buffer)>,
+}
+
+/// Byte layout of a slot's readback buffer: [rows_out | scalar | partials | 2 timestamps],
+/// 256-aligned.
+pub(super) struct ReadbackLayout {
+    pub rows_bytes: u64,
+    pub scalar_at: u64,
+    pub scalar_bytes: u64,
+    pub partials_at: u64,
+    pub partials_bytes: u64,
+    pub timer_at: u64,
+}
+
+impl ReadbackLayout {
+    pub fn new(dim: usize, rows: usize, groups: usize) -> Self {
+        let align = |b: u64| b.div_ceil(256) * 256;
+        let rows_bytes = (rows * dim * 4) as u64;
+        let scalar_at = align(rows_bytes);
+        let scalar_bytes = (rows * 4) as u64;
+        let partials_at = align(scalar_at + scalar_bytes);
+        let partials_bytes = (groups * 8) as u64;
+        let timer_at = align(partials_at + partials_bytes);
+        ReadbackLayout { rows_bytes, scalar_at, scalar_bytes, partials_at, partials_bytes, timer_at }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.timer_at + 16
+    }
+}
+
+fn plan_chunk_rows(dim: usize, forced: usize, limits: &wgpu::Limits) -> usize {
+    let row_bytes = (dim * 4) as u64;
+    let by_binding = (limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) / row_bytes) as usize;
+    let wanted = if forced > 0 { forced } else { DEFAULT_CHUNK_BYTES / (dim * 4) };
+    let rows = wanted.min(by_binding).max(1);
+    let whole = rows.div_ceil(WORKGROUP_ROWS) * WORKGROUP_ROWS;
+    if whole as u64 * row_bytes > limits.max_storage_buffer_binding_size {
+        whole - WORKGROUP_ROWS
+    } else {
+        whole
+    }
+}
+
+/// The layout of the one bind group: every binding of the kernel ABI ([`abi::BINDINGS`]:
+/// parameters, rows in, rows out, per-row values, partial sums, dispatch params, plan).
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("flow"),
+        entries: &abi::layout_entries(),
+    })
 }
 
 /// What every chunk slot is sized for.
