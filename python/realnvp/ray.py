@@ -1,6 +1,8 @@
 """realnvp on a Ray cluster (Ray Data): score datasets with one engine per worker, reduce, and
 sample in shards that equal one process's stream row for row.
 
+- :func:`read_parquet`: Parquet files as a Ray Dataset, one read task per group of row groups
+  (footers read once on the driver, no per-read actor pool: the cheap read for scoring).
 - :func:`score`: ``map_batches`` in Ray tasks (each worker process opens the engine once),
   or an actor pool (``concurrency``; a GPU each with ``num_gpus=1``), appending a log p
   column to every Arrow batch and keeping every input column.
@@ -20,10 +22,13 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import ray
+from ray.data import Datasource, ReadTask
+from ray.data.block import BlockMetadata
 
 import realnvp
 
-__all__ = ["score", "mean_log_prob", "sample"]
+__all__ = ["read_parquet", "score", "mean_log_prob", "sample"]
 
 ModelLike = Union[str, "os.PathLike[str]", "realnvp.Flow", bytes]
 
@@ -108,9 +113,182 @@ def _score_task(batch: Any, model: bytes, columns: Sequence[str], output_column:
     return _append_log_prob(flow, batch, columns, output_column)
 
 
+def _parquet_files(paths: Union[str, Sequence[str]], filesystem: Any) -> List[tuple]:
+    """(filesystem, path) of every Parquet file named by ``paths``: files as given, directories
+    searched recursively for ``*.parquet`` (names starting with ``_`` or ``.`` left out, as
+    Spark and Hive write them), in sorted order; local paths or URIs (``s3://…``)."""
+    import pyarrow.fs as pafs
+
+    files = []
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
+        path = os.fspath(path)
+        if filesystem is not None:
+            fs, root = filesystem, path
+        elif "://" in path:
+            fs, root = pafs.FileSystem.from_uri(path)
+        else:
+            fs, root = pafs.LocalFileSystem(), os.path.abspath(path)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if info.type == pafs.FileType.Directory:
+            found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                           if i.is_file and i.path.endswith(".parquet")
+                           and not any(part.startswith(("_", ".")) for part in os.path.relpath(i.path, root).split("/")))
+            if not found:
+                raise FileNotFoundError(f"{path}: no .parquet files in this directory")
+            files += [(fs, f) for f in found]
+        else:
+            files.append((fs, root))
+    if not files:
+        raise FileNotFoundError("no Parquet files were given")
+    return files
+
+
+class _ReadUnit:
+    """One read task's work: row groups of one or more files, read column by column and yielded
+    one Arrow table per row group (memory bounded by the largest row group)."""
+
+    def __init__(self, parts: List[tuple], columns: Optional[List[str]]) -> None:
+        self.parts = parts  # [(filesystem, path, [row group index…])]
+        self.columns = columns
+
+    def __call__(self) -> Any:
+        import pyarrow.parquet as pq
+
+        for fs, path, groups in self.parts:
+            with fs.open_input_file(path) as f:
+                reader = pq.ParquetFile(f)
+                for g in groups:
+                    yield reader.read_row_group(g, columns=self.columns)
+
+
+def read_parquet(paths: Union[str, Sequence[str]], columns: Optional[Sequence[str]] = None, *,
+                 filesystem: Any = None, blocks: Optional[int] = None) -> Any:
+    """Parquet files as a Ray Dataset, for :func:`score`: the cheap way to read a dataset that
+    fits in a few thousand files.
+
+    paths: a file, a directory (searched recursively for ``*.parquet``; names starting with
+    ``_`` or ``.`` are left out; Hive-style ``key=value`` directories are searched, but their
+    values do not become columns) or a list of them; local paths or URIs (``s3://…``, ``gs://…``
+    through pyarrow's file systems), or paths in ``filesystem`` (a ``pyarrow.fs.FileSystem``).
+    columns: the columns to read (default: all); score needs the feature columns and any you
+    want kept (e.g. an id). blocks: how many read tasks at most (default: 4 × the cluster's
+    CPUs; more if a task would exceed Ray's target block size); each reads consecutive whole
+    row groups, as even a share of the rows as the row groups allow (a file of one row group is
+    one task), and yields one table per row group.
+
+    Against ``ray.data.read_parquet``: the footers are read here, on the driver (32 threads),
+    and the read tasks are planned once, so a read costs no pool of footer-reading actors and
+    no bin packing (Ray 2.60 spends ≈ 1–2 s per read on them, which decides a job of seconds on
+    a small node: BENCHMARKS.md, 2026-12-01 (session 3)); and the tasks are planned under Ray's
+    target block size and asked for in that number, so Ray does not split their output and
+    :func:`score`'s tasks fuse with them (Ray 2.60 asks for 200 blocks and splits fewer).
+    For tens of thousands of files, whose footers one driver reads slowly, use
+    ``ray.data.read_parquet``, which :func:`score` accepts as well.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = _parquet_files(paths, filesystem)
+
+    def footer(entry: tuple) -> Any:
+        fs, path = entry
+        try:
+            with fs.open_input_file(path) as f:
+                return pq.ParquetFile(f).metadata
+        except (OSError, pa.ArrowInvalid) as e:
+            raise ValueError(f"{path}: not a readable Parquet file ({e})") from e
+
+    with ThreadPoolExecutor(min(32, len(files))) as pool:
+        footers = list(pool.map(footer, files))
+    schema = None
+    for (_, path), meta in zip(files, footers):
+        s = meta.schema.to_arrow_schema()
+        if columns is not None:
+            missing = [c for c in columns if c not in s.names]
+            if missing:
+                raise ValueError(f"{path}: no column(s) {missing}; it has {s.names}")
+            s = pa.schema([s.field(c) for c in columns])
+        s = s.remove_metadata()
+        if schema is None:
+            schema, first = s, path
+        elif not s.equals(schema):
+            raise ValueError(f"{path} and {first} differ in their columns or types: {s} vs {schema}")
+    columns = list(schema.names) if columns is not None else None
+    width = sum(_bytes_per_value(f.type) for f in schema) or 1  # bytes per row in memory
+    groups = [(fs, path, g, meta.row_group(g).num_rows)
+              for (fs, path), meta in zip(files, footers) for g in range(meta.num_row_groups)
+              if meta.row_group(g).num_rows > 0]
+    total = sum(g[3] for g in groups)
+    if blocks is None:
+        blocks = 4 * max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else 8
+    if blocks < 1:
+        raise ValueError(f"blocks must be >= 1, got {blocks}")
+    # Ray splits a read task's output bigger than its target block size, and a split read
+    # no longer fuses with score's map tasks: enough tasks to stay under it
+    limit = ray.data.DataContext.get_current().target_max_block_size
+    if limit:
+        blocks = max(blocks, -(-total * width // limit))
+    # a row group goes to task ⌊first row × blocks / total⌋: at most `blocks` tasks of
+    # consecutive row groups, as even as the row groups allow
+    units: List[List[tuple]] = []  # [[(filesystem, path, [row group…]) …] …]
+    rows: List[int] = []
+    start, task = 0, -1
+    for fs, path, g, n in groups:
+        if start * blocks // total != task:
+            task = start * blocks // total
+            units.append([])
+            rows.append(0)
+        if units[-1] and units[-1][-1][1] == path:
+            units[-1][-1][2].append(g)
+        else:
+            units[-1].append((fs, path, [g]))
+        rows[-1] += n
+        start += n
+    source = _ParquetFilesSource(units, rows, columns, schema, width)
+    return ray.data.read_datasource(source, override_num_blocks=max(1, len(units)))
+
+
+def _bytes_per_value(t: Any) -> int:
+    """An Arrow type's bytes per value in memory: its width if fixed, else an estimate of 8."""
+    try:
+        return max(1, t.bit_width // 8)
+    except ValueError:
+        return 8
+
+
+class _ParquetFilesSource(Datasource):
+    """The read tasks :func:`read_parquet` planned: one per unit of row groups."""
+
+    def __init__(self, units: List[List[tuple]], rows: List[int], columns: Optional[List[str]], schema: Any,
+                 width: int) -> None:
+        super().__init__()
+        self.units, self.rows, self.columns, self.schema, self.width = units, rows, columns, schema, width
+
+    def get_name(self) -> str:
+        return "ParquetFiles"
+
+    def estimate_inmemory_data_size(self) -> Optional[int]:
+        return sum(self.rows) * self.width
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: Optional[int] = None,
+                       data_context: Any = None) -> List[Any]:
+        """The planned units, whatever ``parallelism`` (read_parquet asked for exactly as many)."""
+        return [
+            ReadTask(_ReadUnit(unit, self.columns),
+                     BlockMetadata(num_rows=rows, size_bytes=rows * self.width, exec_stats=None,
+                                   input_files=[path for _, path, _ in unit]),
+                     schema=self.schema)
+            for unit, rows in zip(self.units, self.rows)
+        ]
+
+
 def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = None, output_column: str = "log_prob",
           device: str = "auto", concurrency: Optional[Union[int, tuple]] = None, num_gpus: Optional[float] = None,
-          batch_size: Optional[int] = 65536, kernel: str = "auto", threads: Optional[int] = None,
+          batch_size: Optional[int] = None, kernel: str = "auto", threads: Optional[int] = None,
           num_cpus: Optional[float] = None) -> Any:
     """Scores a Ray Dataset: a Dataset of the same rows with every input column and
     ``output_column`` (log p in nats; null where a feature is null, NaN where one is NaN).
@@ -124,7 +302,9 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     (the default) batches are scored in Ray tasks, each worker process opening the engine
     once; a task fuses with the read task, so the input never passes through the object
     store (BENCHMARKS.md, 2026-12-01: 4.8 s against 5.5–7.7 s for 2 actors on 2 CPUs).
-    num_gpus: per actor or task. threads: CPU threads per actor or task for the native engine
+    batch_size: rows per call of the engine (default: a whole block, as the read made it; Ray
+    2.60 does not fuse a map that asks for a batch size with the read before it). num_gpus:
+    per actor or task. threads: CPU threads per actor or task for the native engine
     (default: all the worker's cores; set it to ``num_cpus`` when several share a node).
     num_cpus: Ray CPUs each actor or task reserves (Ray's default 1); with actors, the read
     tasks need CPUs too, so on a cluster of C CPUs keep ``concurrency × num_cpus < C`` (e.g.
@@ -145,7 +325,6 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
         raise ValueError(f"the model has D = {dim} but {len(columns)} feature columns were given or found: {columns}")
     if output_column in columns:
         raise ValueError(f"output_column {output_column!r} is a feature column")
-    import ray
 
     args = (payload, columns, output_column, device, kernel, threads)
     # no retry arguments: Ray Data restarts dead map actors and retries their batches (and
@@ -210,8 +389,6 @@ def sample(model: ModelLike, n: int, seed: int, shards: int = 1, device: str = "
     ``log_q``; shard k draws its own
     contiguous range, so the rows equal ``realnvp sample --seed S -n N`` row for row (sort by
     ``row``: Ray does not keep the shards' order unless told to)."""
-    import ray
-
     if n < 0 or shards < 1:
         raise ValueError(f"n must be >= 0 and shards >= 1, got n={n}, shards={shards}")
     payload = _model_bytes(model)

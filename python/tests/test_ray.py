@@ -31,7 +31,7 @@ def cluster():
     ray.shutdown()
 
 
-def write_dataset(directory, files, rows, seed=0):
+def write_dataset(directory, files, rows, seed=0, row_group_size=None, first_id=0):
     """`files` Parquet files: id (int64), a (float32), b, c, d (float64); c NaN in every 500th
     row, d null in every 333rd; returns the table as one."""
     rng = np.random.default_rng(seed)
@@ -40,13 +40,13 @@ def write_dataset(directory, files, rows, seed=0):
         x = rng.standard_normal((rows, 4))
         i = np.arange(rows)
         t = pa.table({
-            "id": np.arange(k * rows, (k + 1) * rows),
+            "id": np.arange(first_id + k * rows, first_id + (k + 1) * rows),
             "a": x[:, 0].astype(np.float32),
             "b": x[:, 1],
             "c": np.where(i % 500 == 7, np.nan, x[:, 2]),
             "d": pa.array(x[:, 3], mask=(i % 333 == 5)),
         })
-        pq.write_table(t, os.path.join(directory, f"part-{k:02d}.parquet"))
+        pq.write_table(t, os.path.join(directory, f"part-{k:02d}.parquet"), row_group_size=row_group_size)
         tables.append(t)
     return pa.concat_tables(tables)
 
@@ -93,14 +93,22 @@ def reference_of(model):
     return run
 
 
-@pytest.mark.parametrize("concurrency", [2, None], ids=["actors", "tasks"])
-def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path, concurrency):
+def read(reader, data):
+    """The dataset in `data` as 8 blocks, read by Ray's reader or realnvp.ray's."""
+    if reader == "ray":
+        return ray.data.read_parquet(str(data)).repartition(8)
+    return rr.read_parquet(str(data), blocks=8)
+
+
+@pytest.mark.parametrize("concurrency,reader", [(2, "ray"), (None, "ray"), (None, "realnvp")],
+                         ids=["actors", "tasks", "tasks-realnvp-reader"])
+def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path, concurrency, reader):
     data, outs = tmp_path / "data", tmp_path / "cli"
     data.mkdir(), outs.mkdir()
-    table = write_dataset(data, files=8, rows=3000)
+    table = write_dataset(data, files=8, rows=3000, row_group_size=1000)
     model = models["d5_tanh"].with_name("d4.safetensors")
     cli("init", "--dim", 4, "--layers", 4, "--hidden", "16,16", "--seed", 21, "-o", model)
-    scored = rr.score(ray.data.read_parquet(str(data)).repartition(8), model, columns=FEATURES, device="native",
+    scored = rr.score(read(reader, data), model, columns=FEATURES, device="native",
                       concurrency=concurrency, num_cpus=0.5, threads=1, batch_size=1000)
     out = arrow(scored)
     assert out.column_names == ["id", "a", "b", "c", "d", "log_prob"]
@@ -112,8 +120,8 @@ def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path
     assert rr.mean_log_prob(scored) == pytest.approx(finite.mean(), rel=1e-12)
 
 
-@pytest.mark.parametrize("concurrency", [2, None], ids=["actors", "tasks"])
-def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, concurrency):
+@pytest.mark.parametrize("concurrency,reader", [(2, "ray"), (None, "realnvp")], ids=["actors", "tasks"])
+def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, concurrency, reader):
     data, outs = tmp_path / "data", tmp_path / "cli"
     data.mkdir(), outs.mkdir()
     write_dataset(data, files=8, rows=3000, seed=1)
@@ -121,9 +129,8 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, 
     model = tmp_path / "slow.safetensors"
     cli("init", "--dim", 4, "--layers", 8, "--hidden", "128,128", "--seed", 22, "--f64", "-o", model)
     # Ray 2.60 packs small files into one read block (one actor would get every row):
-    # eight blocks keep both actors busy
-    dataset = ray.data.read_parquet(str(data)).repartition(8)
-    scored = rr.score(dataset, model, columns=FEATURES, device="cpu", concurrency=concurrency, num_cpus=0.5,
+    # eight blocks keep both workers busy
+    scored = rr.score(read(reader, data), model, columns=FEATURES, device="cpu", concurrency=concurrency, num_cpus=0.5,
                       threads=1, batch_size=250)
     killed = []
 
@@ -172,6 +179,54 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, 
     assert killed, "no busy actor was found to kill"
     assert killed[0] < finished - 1.0, "the actor was killed mid-run, not after it"
     check_scored(out, cli_scores(cli, model, data, outs), reference_of(model))
+
+
+def test_read_parquet_reads_every_row_once_in_tasks_that_fuse_with_scoring(cluster, cli, tmp_path):
+    """realnvp.ray.read_parquet over a directory tree: every row of every .parquet file once
+    (Spark's _SUCCESS and hidden or temporary files left out), only the columns asked for,
+    nulls kept, in the number of read tasks asked for; score's tasks fuse with them."""
+    data = tmp_path / "data"
+    (data / "year=2026").mkdir(parents=True)
+    table = pa.concat_tables([write_dataset(data, files=3, rows=2500, row_group_size=700),
+                              write_dataset(data / "year=2026", files=2, rows=1200, seed=4, first_id=10_000)])
+    (data / "_SUCCESS").write_bytes(b"")
+    pq.write_table(table.slice(0, 10), data / ".in-progress.parquet")
+    pq.write_table(table.slice(0, 10), data / "_temporary.parquet")
+    ds = rr.read_parquet(str(data), columns=["id", "a", "d"], blocks=5)
+    assert ds.schema().names == ["id", "a", "d"]
+    got = arrow(ds).sort_by("id")
+    want = table.select(["id", "a", "d"]).sort_by("id")
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()  # each row once
+    assert got.equals(want)  # values, float32/float64 types and nulls
+    assert got.column("d").null_count > 0
+    assert "ReadParquetFiles: 5 tasks executed" in rr.read_parquet(str(data), blocks=5).materialize().stats()
+    model = tmp_path / "d4.safetensors"
+    cli("init", "--dim", 4, "--layers", 2, "--hidden", "8", "--seed", 3, "-o", model)
+    scored = rr.score(rr.read_parquet(str(data), blocks=5), model, columns=FEATURES, device="native",
+                      threads=1).materialize()
+    assert scored.count() == table.num_rows
+    assert "ReadParquetFiles->MapBatches(_score_task)" in scored.stats()
+
+
+def test_read_parquet_refuses_bad_input_with_the_file_named(cluster, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        rr.read_parquet(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .parquet files"):
+        rr.read_parquet(str(tmp_path / "empty"))
+    data = tmp_path / "data"
+    data.mkdir()
+    write_dataset(data, files=2, rows=100)
+    with pytest.raises(ValueError, match=r"part-00.parquet: no column\(s\) \['e'\]"):
+        rr.read_parquet(str(data), columns=["a", "e"])
+    pq.write_table(pa.table({"a": np.zeros(5, np.float64)}), data / "part-02.parquet")  # a: float64, not float32
+    with pytest.raises(ValueError, match="part-02.parquet and .*part-00.parquet differ"):
+        rr.read_parquet(str(data), columns=["a"])
+    (data / "part-02.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="part-02.parquet: not a readable Parquet file"):
+        rr.read_parquet(str(data))
+    with pytest.raises(ValueError, match="blocks must be >= 1"):
+        rr.read_parquet(str(data / "part-00.parquet"), blocks=0)
 
 
 def test_cluster_sampling_equals_realnvp_sample(cluster, cli, models, tmp_path):
