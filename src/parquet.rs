@@ -1,7 +1,8 @@
 //! Parquet tables in and out ([`ParquetReader`], [`ParquetWriter`]).
 //!
 //! Reading: the feature columns (float32 or float64, chosen by name, in the model's feature
-//! order) are read in record batches of a bounded number of rows and turned into row-major
+//! order) of a file, or of every file of a dataset directory one after another, are read in
+//! record batches of a bounded number of rows and turned into row-major
 //! `[n, D]` rows; a null in any feature makes the row NaN (so its result is NaN, counted with
 //! the non-finite rows) and is remembered, so that the row's results are written as nulls.
 //! Columns to keep (`--keep id,…`) travel with their batch to the output untouched.
@@ -34,6 +35,12 @@ pub fn is_parquet(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
+/// Whether input `path` is read as Parquet: a `.parquet` file, or a directory (a dataset of
+/// Parquet files, [`dataset_files`]).
+pub fn is_parquet_input(path: &Path) -> bool {
+    is_parquet(path) || path.is_dir()
+}
+
 /// One batch of rows read from a table (the pipeline's chunk, for `.npy` files too).
 pub struct Chunk {
     /// Rows in the batch.
@@ -44,21 +51,60 @@ pub struct Chunk {
     pub kept: Vec<ArrayRef>,
 }
 
-/// Reads the feature columns of a Parquet file in batches of rows.
+/// Reads the feature columns of a Parquet file, or of a dataset of files (a directory), in
+/// batches of rows.
 pub struct ParquetReader {
-    path: PathBuf,
+    /// The dataset's files, in reading order, and their row counts.
+    files: Vec<(PathBuf, usize)>,
+    /// Index in `files` of the file `batches` reads.
+    current: usize,
     batches: ParquetRecordBatchReader,
     columns: Vec<String>,
     keep: Vec<Field>,
     dtype: NpyDtype,
+    batch_rows: usize,
+}
+
+/// The Parquet files of `path`: the file itself, or for a directory every `*.parquet` file
+/// under it (recursively, in path order), leaving out names that start with `_` or `.`
+/// (`_SUCCESS`, `_temporary/`, `.part-…` files of Spark and Hive writers).
+pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let (name, path) = (entry.file_name(), entry.path());
+            if name.to_string_lossy().starts_with(['_', '.']) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if is_parquet(&path) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(path, &mut files)?;
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Data { path: path.to_owned(), reason: "a directory with no .parquet files".into() });
+    }
+    Ok(files)
+}
+
+/// One file opened for reading: its batches of the wanted columns, its schema and row count.
+struct OpenFile {
+    builder: ParquetRecordBatchReaderBuilder<File>,
+    schema: SchemaRef,
     rows: usize,
 }
 
-impl ParquetReader {
-    /// Opens `path`, reading the feature `columns` (in this order; all columns when empty, in
-    /// file order, except the `keep` ones) and keeping the `keep` columns, `batch_rows` rows at a
-    /// time.
-    pub fn open(path: &Path, columns: &[String], keep: &[String], batch_rows: usize) -> Result<Self> {
+impl OpenFile {
+    fn open(path: &Path) -> Result<OpenFile> {
         let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
         // stat before opening: opening a FIFO blocks until someone writes to it
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
@@ -72,23 +118,57 @@ impl ParquetReader {
         let schema = builder.schema().clone();
         let rows = usize::try_from(builder.metadata().file_metadata().num_rows())
             .map_err(|_| data_err("negative row count in the file metadata".into()))?;
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let index = |name: &str| {
-            names
-                .iter()
-                .position(|n| *n == name)
-                .ok_or_else(|| data_err(format!("no column {name:?}; the file has {}", names.join(", "))))
-        };
+        Ok(OpenFile { builder, schema, rows })
+    }
+
+    /// Column `name`'s index and field, or an error naming the file's columns.
+    fn field(&self, path: &Path, name: &str) -> Result<(usize, &Field)> {
+        self.schema
+            .fields()
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name() == name)
+            .map(|(i, f)| (i, f.as_ref()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Error::Data {
+                    path: path.to_owned(),
+                    reason: format!("no column {name:?}; the file has {}", names.join(", ")),
+                }
+            })
+    }
+
+    /// Its batches of `batch_rows` rows of the columns named `wanted`.
+    fn batches(self, path: &Path, wanted: &[usize], batch_rows: usize) -> Result<ParquetRecordBatchReader> {
+        let mask = ProjectionMask::roots(self.builder.parquet_schema(), wanted.iter().copied());
+        self.builder
+            .with_projection(mask)
+            .with_batch_size(batch_rows.max(1))
+            .build()
+            .map_err(|e| Error::Data { path: path.to_owned(), reason: format!("cannot read: {e}") })
+    }
+}
+
+impl ParquetReader {
+    /// Opens `path` (a file, or a directory read as one table: see [`dataset_files`]), reading
+    /// the feature `columns` (in this order; all columns when empty, in the first file's order,
+    /// except the `keep` ones) and keeping the `keep` columns, `batch_rows` rows at a time.
+    /// Every file of a dataset must hold those columns with the first file's types; all footers
+    /// are read here, so a mismatch is an error before any row is read.
+    pub fn open(path: &Path, columns: &[String], keep: &[String], batch_rows: usize) -> Result<Self> {
+        let paths = dataset_files(path)?;
+        let first = OpenFile::open(&paths[0])?;
+        let data_err = |reason: String| Error::Data { path: paths[0].clone(), reason };
         let columns: Vec<String> = if columns.is_empty() {
-            names.iter().filter(|n| !keep.iter().any(|k| k == *n)).map(|n| n.to_string()).collect()
+            first.schema.fields().iter().map(|f| f.name()).filter(|n| !keep.contains(n)).cloned().collect()
         } else {
             columns.to_vec()
         };
         let mut dtype = NpyDtype::F32;
         let mut wanted = Vec::new();
         for name in &columns {
-            let i = index(name)?;
-            match schema.field(i).data_type() {
+            let (i, field) = first.field(&paths[0], name)?;
+            match field.data_type() {
                 DataType::Float32 => {}
                 DataType::Float64 => dtype = NpyDtype::F64,
                 other => {
@@ -101,25 +181,45 @@ impl ParquetReader {
         }
         let mut kept = Vec::new();
         for name in keep {
-            let i = index(name)?;
+            let (i, field) = first.field(&paths[0], name)?;
             if columns.contains(name) {
                 return Err(data_err(format!("column {name:?} is both a feature and kept")));
             }
-            kept.push(schema.field(i).clone());
+            kept.push(field.clone());
             wanted.push(i);
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-        let batches = builder
-            .with_projection(mask)
-            .with_batch_size(batch_rows.max(1))
-            .build()
-            .map_err(|e| data_err(format!("cannot read: {e}")))?;
-        Ok(ParquetReader { path: path.to_owned(), batches, columns, keep: kept, dtype, rows })
+        let mut files = vec![(paths[0].clone(), first.rows)];
+        for path in &paths[1..] {
+            let other = OpenFile::open(path)?;
+            for name in columns.iter().chain(keep) {
+                let (_, field) = other.field(path, name)?;
+                let (_, want) = first.field(&paths[0], name)?;
+                if field.data_type() != want.data_type() {
+                    return Err(Error::Data {
+                        path: path.clone(),
+                        reason: format!(
+                            "column {name:?} is {} here but {} in {} (every file of a dataset must have the same types)",
+                            field.data_type(),
+                            want.data_type(),
+                            paths[0].display()
+                        ),
+                    });
+                }
+            }
+            files.push((path.clone(), other.rows));
+        }
+        let batches = first.batches(&paths[0], &wanted, batch_rows)?;
+        Ok(ParquetReader { files, current: 0, batches, columns, keep: kept, dtype, batch_rows })
     }
 
-    /// Rows in the file.
+    /// The file being read (for errors).
+    fn path(&self) -> &Path {
+        &self.files[self.current].0
+    }
+
+    /// Rows in the dataset (the sum of the files' footers).
     pub fn rows(&self) -> usize {
-        self.rows
+        self.files.iter().map(|(_, rows)| rows).sum()
     }
 
     /// Feature columns D.
@@ -142,11 +242,29 @@ impl ParquetReader {
         &self.keep
     }
 
-    /// The next batch's features as row-major rows in `out` (cleared first); `None` at the end.
+    /// The next batch's features as row-major rows in `out` (cleared first); `None` at the end
+    /// (of the last file: a batch never spans two files).
     pub fn read<T: Real>(&mut self, out: &mut Vec<T>) -> Result<Option<Chunk>> {
-        let batch = match self.batches.next() {
-            None => return Ok(None),
-            Some(b) => b.map_err(|e| Error::Data { path: self.path.clone(), reason: format!("cannot read: {e}") })?,
+        let batch = loop {
+            match self.batches.next() {
+                Some(b) => {
+                    break b.map_err(|e| Error::Data {
+                        path: self.path().to_owned(),
+                        reason: format!("cannot read: {e}"),
+                    })?
+                }
+                None if self.current + 1 == self.files.len() => return Ok(None),
+                None => {
+                    self.current += 1;
+                    let path = self.path().to_owned();
+                    let file = OpenFile::open(&path)?;
+                    let mut wanted = Vec::new();
+                    for name in self.columns.iter().chain(self.keep.iter().map(|f| f.name())) {
+                        wanted.push(file.field(&path, name)?.0);
+                    }
+                    self.batches = file.batches(&path, &wanted, self.batch_rows)?;
+                }
+            }
         };
         let (n, d) = (batch.num_rows(), self.columns.len());
         out.clear();
@@ -154,7 +272,7 @@ impl ParquetReader {
         let mut null_rows: Option<Vec<bool>> = None;
         for (j, name) in self.columns.iter().enumerate() {
             let column = batch.column_by_name(name).ok_or_else(|| Error::Data {
-                path: self.path.clone(),
+                path: self.path().to_owned(),
                 reason: format!("column {name:?} missing from a record batch"),
             })?;
             match column.data_type() {

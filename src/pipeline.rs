@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engine::{Engine, LogLikelihoodSum, Pass};
 use crate::error::{Error, Result};
 use crate::npy::{NpyDtype, NpyReader, NpyWriter};
-use crate::parquet::{is_parquet, Chunk, ParquetReader, ParquetWriter};
+use crate::parquet::{is_parquet, is_parquet_input, Chunk, ParquetReader, ParquetWriter};
 use crate::real::{Io, Real};
 use crate::sample::Draw;
 
@@ -264,7 +264,7 @@ fn working_dtype(input: NpyDtype, opts: &StreamOptions) -> NpyDtype {
 }
 
 /// Where rows come from: a `.npy` array `[N, D]`, or the feature columns of a Parquet table
-/// (by extension; [`crate::parquet`]).
+/// (a `.parquet` file, or a directory of them read as one table; [`crate::parquet`]).
 pub(crate) enum Source {
     Npy(NpyReader),
     Parquet(ParquetReader),
@@ -288,10 +288,12 @@ impl Source {
     /// Opens `input`: a `.npy` array, or the `columns` of a Parquet table (empty: every
     /// column not in `keep`) read `chunk_rows` rows at a time.
     pub(crate) fn open_columns(input: &Path, columns: &[String], keep: &[String], chunk_rows: usize) -> Result<Source> {
-        if is_parquet(input) {
+        if is_parquet_input(input) {
             Ok(Source::Parquet(ParquetReader::open(input, columns, keep, chunk_rows)?))
         } else if !columns.is_empty() || !keep.is_empty() {
-            Err(Error::Argument("--columns and --keep apply to Parquet input (a .parquet file)".into()))
+            Err(Error::Argument(
+                "--columns and --keep apply to Parquet input (a .parquet file or a directory of them)".into(),
+            ))
         } else {
             Ok(Source::Npy(NpyReader::open(input)?))
         }
@@ -340,7 +342,7 @@ impl Source {
 /// The columns to read from `input` for `flow`: `columns`, else for a Parquet table the model's
 /// feature names (else every column not kept).
 pub(crate) fn feature_columns<'a>(flow: &'a crate::model::Flow, input: &Path, columns: &'a [String]) -> &'a [String] {
-    match (&flow.features, columns.is_empty() && is_parquet(input)) {
+    match (&flow.features, columns.is_empty() && is_parquet_input(input)) {
         (Some(names), true) => names,
         _ => columns,
     }

@@ -1,6 +1,7 @@
 //! Parquet in and out (issue #15): tables with mixed float32/float64 feature columns, an id
 //! column, nulls and NaNs scored in chunks across row groups equal the engine on the same rows;
-//! forward/inverse and sample round trips; every bad input is an error that writes nothing;
+//! a directory of files read as one table; forward/inverse and sample round trips; every bad
+//! input (a dataset whose files disagree included) is an error that writes nothing;
 //! memory stays bounded on a file larger than the chunk.
 
 mod common;
@@ -349,4 +350,109 @@ fn feature_names_in_the_model_choose_the_columns_and_name_the_outputs() {
     assert!(out.status.success());
     let info = Command::new(bin).arg("info").arg(&path).output().unwrap();
     assert!(String::from_utf8_lossy(&info.stdout).contains("features         p, q, r, s"));
+}
+
+/// Writes rows `range` of `table` to `path` in row groups of `group` rows.
+fn write_slice(table: &RecordBatch, range: std::ops::Range<usize>, path: &Path, group: usize) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder().set_max_row_group_row_count(Some(group)).build();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), table.schema(), Some(props)).unwrap();
+    w.write(&table.slice(range.start, range.len())).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn a_directory_of_parquet_files_is_read_as_one_table_in_path_order() {
+    let dir = tempdir();
+    let whole = dir.path().join("whole.parquet");
+    let n = 5_000;
+    let rows = write_table(&whole, n, n);
+    let table = read_table(&whole);
+    // three files, one in a subdirectory, of 1,200 / 2,500 / 1,300 rows; Spark's marker, a
+    // hidden file and a _temporary directory beside them are not part of the table
+    let data = dir.path().join("data");
+    write_slice(&table, 0..1200, &data.join("part-0.parquet"), 500);
+    write_slice(&table, 1200..3700, &data.join("part-1.parquet"), 1000);
+    write_slice(&table, 3700..n, &data.join("year=2026/part-0.parquet"), 400);
+    std::fs::write(data.join("_SUCCESS"), b"").unwrap();
+    write_slice(&table, 0..10, &data.join(".part-2.parquet.crc.parquet"), 10);
+    write_slice(&table, 0..10, &data.join("_temporary/part-9.parquet"), 10);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let mut want = vec![0.0f64; n];
+    let mut want_sum = LogLikelihoodSum::default();
+    engine.log_prob(&rows, &mut want, &mut want_sum).unwrap();
+    // chunks smaller than a row group, spanning files' ends, and larger than a file
+    for chunk in [300, 1024, 4096] {
+        let out = dir.path().join(format!("lp{chunk}.parquet"));
+        let summary =
+            score_file(engine.as_ref(), &data, Some(&out), &options(chunk, &["a", "b", "c", "d"], &["id"])).unwrap();
+        assert_eq!(summary.rows, n as u64);
+        assert_eq!(summary.nonfinite_rows, 5 + 6, "NaN rows (c) and null rows (d)");
+        // a chunk ends with its file, so the engine's float64 partial sums start at rows
+        // 1,200 and 3,700 too: the same values added in another grouping (≤ 1e-15 relative)
+        let (got, mean) = (summary.mean_log_likelihood, want_sum.mean());
+        assert!((got - mean).abs() <= 1e-13 * mean.abs(), "chunk {chunk}: {got} vs {mean}");
+        let scored = read_table(&out);
+        let ids = scored.column(0).as_primitive::<Int64Type>();
+        assert!(ids.values().iter().enumerate().all(|(i, &id)| id == i as i64), "every row once, in path order");
+        let logp = scored.column(1).as_primitive::<Float32Type>();
+        for (i, &want) in want.iter().enumerate() {
+            if i % 997 == 3 {
+                assert!(logp.is_null(i), "row {i}: null feature, null log p");
+            } else if i % 1000 != 7 {
+                assert_eq!(logp.value(i), want as f32, "row {i}");
+            }
+        }
+    }
+    // the CLI takes the directory too
+    let out = dir.path().join("cli.parquet");
+    let status = Command::new(env!("CARGO_BIN_EXE_realnvp"))
+        .args(["score", "--model", "seed4d", "--device", "native", "--quiet", "--columns", "a,b,c,d", "--keep", "id"])
+        .args(["--input", data.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(read_table(&out).num_rows(), n);
+}
+
+#[test]
+fn a_dataset_whose_files_disagree_is_an_error_naming_the_file_that_writes_nothing() {
+    let dir = tempdir();
+    let whole = dir.path().join("whole.parquet");
+    write_table(&whole, 300, 300);
+    let table = read_table(&whole);
+    let data = dir.path().join("data");
+    write_slice(&table, 0..100, &data.join("a.parquet"), 100);
+    // b.parquet: column b as float32 where a.parquet has float64
+    let b32: ArrayRef = Arc::new(Float32Array::from_iter_values(
+        table.column(2).as_primitive::<Float64Type>().values().iter().skip(100).take(100).map(|&v| v as f32),
+    ));
+    let mut columns: Vec<ArrayRef> = table.slice(100, 100).columns().to_vec();
+    columns[2] = b32;
+    let names = ["id", "a", "b", "name", "c", "d"];
+    let other = RecordBatch::try_from_iter(names.iter().zip(columns).map(|(n, c)| (*n, c))).unwrap();
+    write_slice(&other, 0..100, &data.join("b.parquet"), 100);
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let out = dir.path().join("out.parquet");
+    let opts = options(0, &["a", "b", "c", "d"], &["id"]);
+    let err = score_file(engine.as_ref(), &data, Some(&out), &opts).unwrap_err().to_string();
+    assert!(err.contains("b.parquet") && err.contains("column \"b\" is Float32 here but Float64 in"), "{err}");
+    assert!(!out.exists());
+    // a file without a column the first has
+    let no_d = RecordBatch::try_from_iter(["id", "a", "b", "c"].iter().map(|n| {
+        let j = names.iter().position(|m| m == n).unwrap();
+        (*n, table.slice(0, 10).column(j).clone())
+    }))
+    .unwrap();
+    write_slice(&no_d, 0..10, &data.join("b.parquet"), 10);
+    let err = score_file(engine.as_ref(), &data, Some(&out), &opts).unwrap_err().to_string();
+    assert!(err.contains("b.parquet") && err.contains("no column \"d\""), "{err}");
+    assert!(!out.exists());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("_temporary")).unwrap();
+    let err = score_file(engine.as_ref(), &empty, Some(&out), &opts).unwrap_err().to_string();
+    assert!(err.contains("a directory with no .parquet files"), "{err}");
+    assert!(!out.exists());
 }

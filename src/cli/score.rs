@@ -13,7 +13,7 @@ pub struct Args {
     /// A model file, or a built-in model: seed4d, d16, d64.
     #[arg(long)]
     model: PathBuf,
-    /// Rows [N, D]: a .npy array, or a .parquet table (see --columns, --keep).
+    /// Rows [N, D]: a .npy array, a .parquet table, or a directory of .parquet files read as one table in path order (see --columns, --keep)
     #[arg(long)]
     input: PathBuf,
     /// Per-row log p [N] (.npy), or a .parquet table with the kept columns and log_prob.

@@ -127,7 +127,7 @@ impl Sum {
 
 /// Reads every value of the log p file, chunk by chunk.
 fn for_each_value(path: &Path, opts: &ScoresOptions, what: &str, mut f: impl FnMut(f64)) -> Result<()> {
-    let columns = if crate::parquet::is_parquet(path) { vec![opts.column.clone()] } else { Vec::new() };
+    let columns = if crate::parquet::is_parquet_input(path) { vec![opts.column.clone()] } else { Vec::new() };
     let chunk = if opts.stream.chunk_rows > 0 { opts.stream.chunk_rows } else { 1 << 20 };
     let mut source = Source::open_columns(path, &columns, &[], chunk)?;
     if source.cols() != 1 {
