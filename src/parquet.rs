@@ -66,8 +66,9 @@ pub struct ParquetReader {
 }
 
 /// The Parquet files of `path`: the file itself, or for a directory every `*.parquet` file
-/// under it (recursively, in path order), leaving out names that start with `_` or `.`
-/// (`_SUCCESS`, `_temporary/`, `.part-…` files of Spark and Hive writers).
+/// under it (recursively, in path order; links to files are read, links to directories are
+/// not followed), leaving out names that start with `_` or `.` (`_SUCCESS`, `_temporary/`,
+/// `.part-…` files of Spark and Hive writers).
 pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_owned()]);
@@ -79,7 +80,8 @@ pub fn dataset_files(path: &Path) -> Result<Vec<PathBuf>> {
             if name.to_string_lossy().starts_with(['_', '.']) {
                 continue;
             }
-            if path.is_dir() {
+            // subdirectories, not links to directories (a link back up would never end)
+            if entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir() {
                 walk(&path, out)?;
             } else if is_parquet(&path) {
                 out.push(path);

@@ -116,7 +116,8 @@ def _score_task(batch: Any, model: bytes, columns: Sequence[str], output_column:
 def _parquet_files(paths: Union[str, Sequence[str]], filesystem: Any) -> List[tuple]:
     """(filesystem, path) of every Parquet file named by ``paths``: files as given, directories
     searched recursively for ``*.parquet`` (names starting with ``_`` or ``.`` left out, as
-    Spark and Hive write them), in sorted order; local paths or URIs (``s3://…``)."""
+    Spark and Hive write them; local links to directories not followed), in sorted order;
+    local paths or URIs (``s3://…``)."""
     import pyarrow.fs as pafs
 
     files = []
@@ -132,9 +133,14 @@ def _parquet_files(paths: Union[str, Sequence[str]], filesystem: Any) -> List[tu
         if info.type == pafs.FileType.NotFound:
             raise FileNotFoundError(f"{path}: no such file or directory")
         if info.type == pafs.FileType.Directory:
-            found = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                           if i.is_file and i.path.endswith(".parquet")
-                           and not any(part.startswith(("_", ".")) for part in os.path.relpath(i.path, root).split("/")))
+            if isinstance(fs, pafs.LocalFileSystem):
+                # os.walk does not follow links to directories (pyarrow's selector does, so a
+                # link back up the tree would list the same files many times)
+                listed = [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
+            else:
+                listed = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if i.is_file]
+            found = sorted(p for p in listed if p.endswith(".parquet")
+                           and not any(part.startswith(("_", ".")) for part in os.path.relpath(p, root).split("/")))
             if not found:
                 raise FileNotFoundError(f"{path}: no .parquet files in this directory")
             files += [(fs, f) for f in found]
@@ -169,8 +175,9 @@ def read_parquet(paths: Union[str, Sequence[str]], columns: Optional[Sequence[st
     fits in a few thousand files.
 
     paths: a file, a directory (searched recursively for ``*.parquet``; names starting with
-    ``_`` or ``.`` are left out; Hive-style ``key=value`` directories are searched, but their
-    values do not become columns) or a list of them; local paths or URIs (``s3://…``, ``gs://…``
+    ``_`` or ``.`` are left out, local links to directories are not followed; Hive-style
+    ``key=value`` directories are searched, but their values do not become columns) or a list
+    of them; local paths or URIs (``s3://…``, ``gs://…``
     through pyarrow's file systems), or paths in ``filesystem`` (a ``pyarrow.fs.FileSystem``).
     columns: the columns to read (default: all); score needs the feature columns and any you
     want kept (e.g. an id). blocks: how many read tasks at most (default: 4 × the cluster's
