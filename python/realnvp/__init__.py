@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -232,13 +232,20 @@ class Flow:
         return self._engine.sample(n, seed, first_row=first_row, temperature=float(temperature))
 
     def score_file(self, input: PathLike, output: Optional[PathLike] = None, *, chunk_rows: int = 0,
-                   float64: bool = False) -> Dict[str, Any]:
-        """Scores a ``.npy`` file ``[N, D]`` in bounded memory, as ``realnvp score`` does; writes
-        per-row log p ``[N]`` to ``output`` (atomically, float32 unless ``float64``) if given.
-        Returns the summary: rows, finite_rows, nonfinite_rows, mean_log_likelihood,
-        bits_per_dim, seconds, rows_per_second, engine, dim."""
+                   float64: bool = False, columns: Optional[Sequence[str]] = None,
+                   keep: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Scores a file in bounded memory, as ``realnvp score`` does: a ``.npy`` array
+        ``[N, D]``, a ``.parquet`` table, or a directory of ``.parquet`` files read as one table
+        in path order (feature ``columns`` in the model's order, default the model's feature
+        names, else every column not kept; nulls give null log p). Writes per-row log p ``[N]``
+        to ``output`` (atomically, float32 unless ``float64``) if given: ``.npy``, or
+        ``.parquet`` with the ``keep`` columns (e.g. ``["id"]``) and ``log_prob``. Returns the
+        summary: rows, finite_rows, nonfinite_rows, mean_log_likelihood, bits_per_dim, seconds,
+        rows_per_second, engine, dim."""
         out = None if output is None else os.fspath(output)
-        return json.loads(self._engine.score_file(os.fspath(input), out, chunk_rows=chunk_rows, float64_output=float64))
+        return json.loads(self._engine.score_file(os.fspath(input), out, chunk_rows=chunk_rows, float64_output=float64,
+                                                  columns=None if columns is None else list(columns),
+                                                  keep=None if keep is None else list(keep)))
 
     def verify(self, x: Any) -> VerifyReport:
         """This engine against the float64 reference on rows x ``[n, D]`` (e.g. your data): z,

@@ -35,7 +35,13 @@ class Engine:
         self, n: int, seed: int, first_row: int = 0, temperature: float = 1.0
     ) -> Tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]: ...
     def score_file(
-        self, input: str, output: Optional[str] = None, chunk_rows: int = 0, float64_output: bool = False
+        self,
+        input: str,
+        output: Optional[str] = None,
+        chunk_rows: int = 0,
+        float64_output: bool = False,
+        columns: Optional[Sequence[str]] = None,
+        keep: Optional[Sequence[str]] = None,
     ) -> str: ...
     def verify(self, x: npt.NDArray[np.floating]) -> Tuple[str, str]: ...
 

@@ -270,10 +270,13 @@ impl Engine {
         }
     }
 
-    /// Scores a `.npy` file (`[N, D]`) in bounded memory, writing per-row log p `[N]` to
-    /// `output` (atomically) if given; the CLI's summary as JSON. `chunk_rows` 0: this
-    /// engine's interruptible chunk.
-    #[pyo3(signature = (input, output = None, chunk_rows = 0, float64_output = false))]
+    /// Scores a `.npy` file (`[N, D]`), a `.parquet` table or a directory of them (the
+    /// `columns`, else the model's feature names, else every column not kept; `keep` copied to
+    /// a Parquet output) in bounded memory, writing per-row log p `[N]` to `output`
+    /// (atomically) if given, as `realnvp score` does; the CLI's summary as JSON.
+    /// `chunk_rows` 0: this engine's interruptible chunk.
+    #[pyo3(signature = (input, output = None, chunk_rows = 0, float64_output = false, columns = None, keep = None))]
+    #[allow(clippy::too_many_arguments)]
     fn score_file(
         &self,
         py: Python<'_>,
@@ -281,10 +284,14 @@ impl Engine {
         output: Option<PathBuf>,
         chunk_rows: usize,
         float64_output: bool,
+        columns: Option<Vec<String>>,
+        keep: Option<Vec<String>>,
     ) -> PyResult<String> {
         let options = StreamOptions {
             chunk_rows: if chunk_rows == 0 { self.chunk_rows } else { chunk_rows },
             output_dtype: if float64_output { realnvp::npy::NpyDtype::F64 } else { realnvp::npy::NpyDtype::F32 },
+            columns: columns.unwrap_or_default(),
+            keep: keep.unwrap_or_default(),
             ..stream_options()
         };
         let summary = self

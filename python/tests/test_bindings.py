@@ -192,6 +192,30 @@ def test_score_file_is_the_cli_summary(models, cli, tmp_path):
         flow.score_file(tmp_path / "no-such.npy")
 
 
+def test_score_file_reads_parquet_tables_and_directories(models, tmp_path):
+    """A Parquet directory (features in two files, an id column kept) scores like the same rows
+    in memory; a missing column is the CLI's error."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = models["d5_tanh"]
+    x = rows(3000, 5, seed=12)
+    x[7, 2] = np.nan
+    (tmp_path / "data").mkdir()
+    for k, part in enumerate([slice(0, 1800), slice(1800, 3000)]):
+        columns = {"id": np.arange(3000)[part], **{f"f{j}": x[part, j] for j in range(5)}}
+        pq.write_table(pa.table(columns), tmp_path / "data" / f"part-{k}.parquet")
+    flow = realnvp.load(path, device="native")
+    names = [f"f{j}" for j in range(5)]
+    summary = flow.score_file(tmp_path / "data", tmp_path / "lp.parquet", columns=names, keep=["id"], chunk_rows=700)
+    assert summary["rows"] == 3000 and summary["nonfinite_rows"] == 1
+    out = pq.read_table(tmp_path / "lp.parquet")
+    assert out.column_names == ["id", "log_prob"] and out.column("id").to_pylist() == list(range(3000))
+    np.testing.assert_array_equal(out.column("log_prob").to_numpy(zero_copy_only=False), flow.log_prob(x))
+    with pytest.raises(ValueError, match='no column "f9"'):
+        flow.score_file(tmp_path / "data" / "part-0.parquet", columns=names[:4] + ["f9"])
+
+
 @pytest.mark.parametrize("device", ["native", "gpu"])
 def test_verify_reports_like_the_cli(models, device):
     flow = open_flow(models["d5_tanh"], device)
