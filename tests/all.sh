@@ -24,7 +24,9 @@ py="$venv/bin/python"
 "$py" -m pip install -q -r python/tests/requirements.txt
 "$py" -m pip install -q --force-reinstall --no-deps ./python
 log="$(mktemp)"
-"$py" -m pytest python/tests -ra -p no:cacheprovider 2>&1 | tee "$log"
+# log records go to a file of their own (pytest's default is os.devnull, which some sandboxes
+# have as a regular file that later readers of /dev/null would see)
+"$py" -m pytest python/tests -ra -p no:cacheprovider --log-file "$log.records" 2>&1 | tee "$log"
 if [ "${REALNVP_REQUIRE_GPU:-}" = 1 ] && grep -Eq "[0-9]+ skipped" "$log"; then
   echo "error: Python tests were skipped (REALNVP_REQUIRE_GPU=1 runs every test)" >&2
   exit 1
