@@ -140,9 +140,15 @@ impl OpenFile {
             })
     }
 
-    /// Its batches of `batch_rows` rows of the columns named `wanted`.
-    fn batches(self, path: &Path, wanted: &[usize], batch_rows: usize) -> Result<ParquetRecordBatchReader> {
-        let mask = ProjectionMask::roots(self.builder.parquet_schema(), wanted.iter().copied());
+    /// Its batches of `batch_rows` rows of the columns named `names`.
+    fn batches<'a>(
+        self,
+        path: &Path,
+        names: impl IntoIterator<Item = &'a str>,
+        batch_rows: usize,
+    ) -> Result<ParquetRecordBatchReader> {
+        let wanted = names.into_iter().map(|name| Ok(self.field(path, name)?.0)).collect::<Result<Vec<usize>>>()?;
+        let mask = ProjectionMask::roots(self.builder.parquet_schema(), wanted);
         self.builder
             .with_projection(mask)
             .with_batch_size(batch_rows.max(1))
@@ -167,9 +173,8 @@ impl ParquetReader {
             columns.to_vec()
         };
         let mut dtype = NpyDtype::F32;
-        let mut wanted = Vec::new();
         for name in &columns {
-            let (i, field) = first.field(&paths[0], name)?;
+            let (_, field) = first.field(&paths[0], name)?;
             match field.data_type() {
                 DataType::Float32 => {}
                 DataType::Float64 => dtype = NpyDtype::F64,
@@ -179,16 +184,14 @@ impl ParquetReader {
                     )))
                 }
             }
-            wanted.push(i);
         }
         let mut kept = Vec::new();
         for name in keep {
-            let (i, field) = first.field(&paths[0], name)?;
+            let (_, field) = first.field(&paths[0], name)?;
             if columns.contains(name) {
                 return Err(data_err(format!("column {name:?} is both a feature and kept")));
             }
             kept.push(field.clone());
-            wanted.push(i);
         }
         let mut files = vec![(paths[0].clone(), first.rows)];
         for path in &paths[1..] {
@@ -210,7 +213,7 @@ impl ParquetReader {
             }
             files.push((path.clone(), other.rows));
         }
-        let batches = first.batches(&paths[0], &wanted, batch_rows)?;
+        let batches = first.batches(&paths[0], columns.iter().chain(keep).map(String::as_str), batch_rows)?;
         Ok(ParquetReader { files, current: 0, batches, columns, keep: kept, dtype, batch_rows })
     }
 
@@ -259,12 +262,8 @@ impl ParquetReader {
                 None => {
                     self.current += 1;
                     let path = self.path().to_owned();
-                    let file = OpenFile::open(&path)?;
-                    let mut wanted = Vec::new();
-                    for name in self.columns.iter().chain(self.keep.iter().map(|f| f.name())) {
-                        wanted.push(file.field(&path, name)?.0);
-                    }
-                    self.batches = file.batches(&path, &wanted, self.batch_rows)?;
+                    let names = self.columns.iter().chain(self.keep.iter().map(|f| f.name())).map(String::as_str);
+                    self.batches = OpenFile::open(&path)?.batches(&path, names, self.batch_rows)?;
                 }
             }
         };

@@ -17,7 +17,7 @@ use arrow_array::{Array, ArrayRef, Float32Array, Float64Array, Int64Array, Recor
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
-use realnvp::engine::LogLikelihoodSum;
+use realnvp::engine::{Engine, LogLikelihoodSum};
 use realnvp::npy::NpyDtype;
 use realnvp::pipeline::{sample_to_file, score_file, transform_file, StreamOptions};
 use realnvp::random::reference_model;
@@ -74,6 +74,16 @@ fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
+/// seed4d's native engine and its per-row log p and reduction of `rows` `[n, 4]` in memory:
+/// what scoring the same rows from Parquet must give.
+fn native_seed4d_log_prob(rows: &[f64]) -> (Box<dyn Engine>, Vec<f64>, LogLikelihoodSum) {
+    let engine = reference_model("seed4d").unwrap().engine(&Device::Native).unwrap();
+    let mut want = vec![0.0f64; rows.len() / 4];
+    let mut sum = LogLikelihoodSum::default();
+    engine.log_prob(rows, &mut want, &mut sum).unwrap();
+    (engine, want, sum)
+}
+
 fn options(chunk_rows: usize, columns: &[&str], keep: &[&str]) -> StreamOptions {
     StreamOptions {
         chunk_rows,
@@ -90,11 +100,7 @@ fn parquet_scores_equal_the_engine_on_the_same_rows() {
     let input = dir.path().join("x.parquet");
     let n = 10_000;
     let rows = write_table(&input, n, 3000);
-    let flow = reference_model("seed4d").unwrap();
-    let engine = flow.engine(&Device::Native).unwrap();
-    let mut want = vec![0.0f64; n];
-    let mut want_sum = LogLikelihoodSum::default();
-    engine.log_prob(&rows, &mut want, &mut want_sum).unwrap();
+    let (engine, want, want_sum) = native_seed4d_log_prob(&rows);
     for chunk in [256, 1024, 4096] {
         let out = dir.path().join(format!("lp{chunk}.parquet"));
         let opts = options(chunk, &["a", "b", "c", "d"], &["id"]);
@@ -380,11 +386,7 @@ fn a_directory_of_parquet_files_is_read_as_one_table_in_path_order() {
     // a link back up the tree is not followed (it would never end)
     #[cfg(unix)]
     std::os::unix::fs::symlink(&data, data.join("year=2026/loop")).unwrap();
-    let flow = reference_model("seed4d").unwrap();
-    let engine = flow.engine(&Device::Native).unwrap();
-    let mut want = vec![0.0f64; n];
-    let mut want_sum = LogLikelihoodSum::default();
-    engine.log_prob(&rows, &mut want, &mut want_sum).unwrap();
+    let (engine, want, want_sum) = native_seed4d_log_prob(&rows);
     // chunks smaller than a row group, spanning files' ends, and larger than a file
     for chunk in [300, 1024, 4096] {
         let out = dir.path().join(format!("lp{chunk}.parquet"));
