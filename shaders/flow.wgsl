@@ -1,6 +1,8 @@
-// Fused Real NVP kernels: one invocation evaluates every layer of the flow for one row, the
-// row staying in private memory from the first layer to the base log-density; nothing
-// intermediate goes to global memory and there is one dispatch per chunk of rows.
+// Fused Real NVP kernels: every layer of the flow for a row, the row staying in private memory
+// from the first layer to the base log-density; nothing intermediate goes to global memory
+// and there is one dispatch per chunk of rows. A workgroup takes WG consecutive rows of the
+// chunk, one invocation per row: shaders/rows.wgsl (each invocation alone) or
+// shaders/interpreter_tiles.wgsl (the workgroup's conditioner nets evaluated together).
 //
 // The body of the flow (`flow_to_latent`, `flow_to_data`) is appended by src/gpu/kernel/:
 // either shaders/interpreter.wgsl, which interprets a packed plan of any model, or straight-
@@ -8,10 +10,10 @@
 // shaders/math.wgsl (float32 functions with documented error bounds) comes first.
 // The host prepends the kernel ABI (src/gpu/kernel/abi.rs: WG, the codes, `Params` and the
 // bindings weights, rows_in, rows_out, row_scalar, partials, params, plan), then the
-// constants D (row width) and the base distribution.
+// constants WG (rows per workgroup), D (row width) and the base distribution.
 
 // The log p reduction: per-row values, then RED partial sums of WG / RED rows each.
-const RED: u32 = 16u;
+const RED: u32 = min(16u, WG);
 var<workgroup> red_sum: array<f32, WG>;
 var<workgroup> red_cnt: array<f32, WG>;
 var<workgroup> red_sum2: array<f32, RED>;
@@ -61,24 +63,15 @@ fn store_row(row: u32, finite: bool) {
     }
 }
 
-// Data→latent log p(x) per row, and per-workgroup partial sums of the finite values.
-@compute @workgroup_size(256)
-fn log_prob_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    var lp = 0.0;
-    if row < params.rows {
-        if load_row(row) {
-            lp = base_log_density(flow_to_latent());
-        } else {
-            lp = nan();
-        }
-        row_scalar[row] = lp;
+// The workgroup's partial sums of log p: `lp` of this invocation's row (invocations WG.. have
+// none), `counted` when it is a row of the chunk with a finite value. Two levels (RED sums of WG / RED, then one of RED)
+// and two barriers: lavapipe executes every workgroup-memory access lane by lane, so a
+// log2(WG)-step tree costs ~10 % of seed4d. Call in uniform control flow.
+fn reduce_group(wid: vec3<u32>, lid: u32, lp: f32, counted: bool) {
+    if lid < WG {
+        red_sum[lid] = select(0.0, lp, counted);
+        red_cnt[lid] = select(0.0, 1.0, counted);
     }
-    let counted = row < params.rows && is_finite(lp);
-    red_sum[lid] = select(0.0, lp, counted);
-    red_cnt[lid] = select(0.0, 1.0, counted);
-    // Two levels (16 sums of 16, then one of 16) and two barriers: lavapipe executes every
-    // workgroup-memory access lane by lane, so a log2(256)-step tree costs ~10 % of seed4d.
     workgroupBarrier();
     if lid < RED {
         var s = 0.0;
@@ -104,50 +97,10 @@ fn log_prob_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-// Data→latent: z and log|det ∂z/∂x| per row.
-@compute @workgroup_size(256)
-fn to_latent_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    if row >= params.rows {
-        return;
-    }
-    let finite = load_row(row);
-    var ld = nan();
-    if finite {
-        let acc = flow_to_latent();
-        ld = acc.x + acc.y;
-    }
-    store_row(row, finite);
-    row_scalar[row] = ld;
-}
-
-// Latent→data: x and log|det ∂x/∂z| per row.
-@compute @workgroup_size(256)
-fn to_data_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    if row >= params.rows {
-        return;
-    }
-    let finite = load_row(row);
-    var ld = nan();
-    if finite {
-        let acc = flow_to_data();
-        ld = acc.x + acc.y;
-    }
-    store_row(row, finite);
-    row_scalar[row] = ld;
-}
-
 // Sampling: row `row` of the chunk is global row params.first_row + row of the seed's stream
-// (shaders/philox.wgsl): ε → z = loc + T·σ⊙ε → x = f⁻¹(z) into rows_out, and log q(x) of the
-// tempered model into row_scalar: BASE_LOG_NORM − D ln T (params.log_t) − ½|ε|² − log|det ∂x/∂z|.
-// σ of a diagonal base is at BASE_LOC_OFF + 2D.
-@compute @workgroup_size(256)
-fn sample_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    if row >= params.rows {
-        return;
-    }
+// (shaders/philox.wgsl). Draws ε and puts z = loc + T·σ⊙ε into v (σ of a diagonal base at
+// BASE_LOC_OFF + 2D); returns |ε|² as (hi, lo).
+fn draw_latent(row: u32) -> vec2<f32> {
     let g_lo = params.first_row_lo + row;
     let g_hi = params.first_row_hi + select(0u, 1u, g_lo < row);
     let key = vec2<u32>(params.seed_lo, params.seed_hi);
@@ -166,9 +119,13 @@ fn sample_main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             }
         }
     }
-    let ld = flow_to_data();
-    store_row(row, true);
+    return q;
+}
+
+// log q(x) of a sampled row of the tempered model: BASE_LOG_NORM − D ln T (params.log_t)
+// − ½|ε|² − log|det ∂x/∂z|, from |ε|² (q) and the log-det (ld), each as (hi, lo).
+fn sample_log_density(q: vec2<f32>, ld: vec2<f32>) -> f32 {
     let hi = (BASE_LOG_NORM_HI - ld.x) - 0.5 * q.x;
     let lo = (BASE_LOG_NORM_LO - ld.y) - 0.5 * q.y + params.log_t;
-    row_scalar[row] = hi + lo;
+    return hi + lo;
 }

@@ -4,8 +4,8 @@
 // (`weights`, f32), both built by src/gpu/kernel/interpreter.rs. One loop over layers, one MLP routine:
 // the shader's size does not grow with the model, so every model compiles in about the same
 // time (code generated per layer made lavapipe's compile time grow with the square of the
-// depth: 60 s for 6 layers). The host prepends the constants D (row width), MAXW (scratch
-// region width, a multiple of BLOCK), N_LAYERS, the scratch layout (C_OFF, ST) and the base
+// depth: 60 s for 6 layers). The host prepends the constants D (row width), N_LAYERS, the
+// scratch layout (SCRATCH floats per row, C_OFF, ST) and the base
 // distribution (see kernel/mod.rs), and which codes the plan holds (USES_LAYER, USES_ACT,
 // USES_SCALE: bit k for code k; the code of the others is not compiled); the codes below
 // (LAYER_*, ACT_*, SCALE_*) and BLOCK come from the kernel ABI (src/gpu/kernel/abi.rs).
@@ -32,10 +32,14 @@
 // models far below that; kernel/interpreter.rs counts the iterations and refuses models that would hit
 // the limit on such adapters instead of returning truncated results.
 
-// Scratch regions of MAXW each: conditioner inputs at 0, hidden slots A at MAXW
-// and B at 2·MAXW, slot C at C_OFF = 3·MAXW (only for models with residual nets), and the
-// conditioner outputs (shifts, scale inputs) at ST.
-var<private> buf: array<f32, ST + MAXW>;
+// Scratch regions, one after the other, each as wide as the plan's widest use of it
+// (multiples of BLOCK): conditioner inputs at 0, hidden slots A and B, slot C at C_OFF (empty
+// but for models with residual nets), and the conditioner outputs (shifts, scale inputs) at ST.
+//
+// Where the scratch lives, and the net routine `run_mlp` over it, is the form's:
+// shaders/interpreter_rows.wgsl (private per row) or shaders/interpreter_tiles.wgsl (the
+// workgroup's tile of rows in workgroup memory); each gives `scratch(i)`, `set_scratch(i, x)`
+// for the current row and `run_mlp(net)`.
 
 // kinds: ACT_* (ACT_IDENTITY: none). Only the kinds the plan holds are compiled (USES_ACT,
 // bit k for ACT k: constant, so the others are dead code to the compiler).
@@ -78,135 +82,6 @@ fn scale(u: f32, kind: u32, p: u32, k: u32, forward: bool) -> vec2<f32> {
 
 // ---- the flow ----
 
-// Runs the net described at plan[net]: reads the conditioner inputs at buf[0..), writes its
-// outputs into the ST region. Each block of BLOCK outputs is one pass over the inputs, BLOCK
-// inputs per iteration, with the accumulators in registers: two chains per output (even
-// inputs in a*, odd in c*), added at the end and then the bias, as the unrolled kernel and
-// PyTorch's addmm do; shorter chains round less (tests/accuracy.rs).
-fn run_mlp(net: u32) {
-    let n_steps = plan[net];
-    let slope = bitcast<f32>(plan[net + 1u]);
-    for (var k = 0u; k < n_steps; k++) {
-        let rec = net + 2u + 9u * k;
-        let n_in = plan[rec];
-        let n_out = plan[rec + 1u];
-        let w = plan[rec + 2u];
-        let b = plan[rec + 3u];
-        var src = plan[rec + 4u];
-        let dst = plan[rec + 5u];
-        let pre = plan[rec + 6u];
-        let kind = plan[rec + 7u];
-        let accumulate = plan[rec + 8u] != 0u;
-        if pre != 6u {
-            for (var i = 0u; i < n_in; i++) {
-                buf[C_OFF + i] = activate(buf[src + i], pre, slope);
-            }
-            src = C_OFF;
-        }
-        for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
-            var a0 = 0.0;
-            var c0 = 0.0;
-            var a1 = 0.0;
-            var c1 = 0.0;
-            var a2 = 0.0;
-            var c2 = 0.0;
-            var a3 = 0.0;
-            var c3 = 0.0;
-            var a4 = 0.0;
-            var c4 = 0.0;
-            var a5 = 0.0;
-            var c5 = 0.0;
-            var a6 = 0.0;
-            var c6 = 0.0;
-            var a7 = 0.0;
-            var c7 = 0.0;
-            for (var i = 0u; i < n_in; i += BLOCK) {
-                let x0 = buf[src + i + 0u];
-                let x1 = buf[src + i + 1u];
-                let x2 = buf[src + i + 2u];
-                let x3 = buf[src + i + 3u];
-                let x4 = buf[src + i + 4u];
-                let x5 = buf[src + i + 5u];
-                let x6 = buf[src + i + 6u];
-                let x7 = buf[src + i + 7u];
-                let wi = w + i * n_out + o0;
-                a0 = fma(weights[wi], x0, a0);
-                a1 = fma(weights[wi + 1u], x0, a1);
-                a2 = fma(weights[wi + 2u], x0, a2);
-                a3 = fma(weights[wi + 3u], x0, a3);
-                a4 = fma(weights[wi + 4u], x0, a4);
-                a5 = fma(weights[wi + 5u], x0, a5);
-                a6 = fma(weights[wi + 6u], x0, a6);
-                a7 = fma(weights[wi + 7u], x0, a7);
-                c0 = fma(weights[wi + 1u * n_out], x1, c0);
-                c1 = fma(weights[wi + 1u * n_out + 1u], x1, c1);
-                c2 = fma(weights[wi + 1u * n_out + 2u], x1, c2);
-                c3 = fma(weights[wi + 1u * n_out + 3u], x1, c3);
-                c4 = fma(weights[wi + 1u * n_out + 4u], x1, c4);
-                c5 = fma(weights[wi + 1u * n_out + 5u], x1, c5);
-                c6 = fma(weights[wi + 1u * n_out + 6u], x1, c6);
-                c7 = fma(weights[wi + 1u * n_out + 7u], x1, c7);
-                a0 = fma(weights[wi + 2u * n_out], x2, a0);
-                a1 = fma(weights[wi + 2u * n_out + 1u], x2, a1);
-                a2 = fma(weights[wi + 2u * n_out + 2u], x2, a2);
-                a3 = fma(weights[wi + 2u * n_out + 3u], x2, a3);
-                a4 = fma(weights[wi + 2u * n_out + 4u], x2, a4);
-                a5 = fma(weights[wi + 2u * n_out + 5u], x2, a5);
-                a6 = fma(weights[wi + 2u * n_out + 6u], x2, a6);
-                a7 = fma(weights[wi + 2u * n_out + 7u], x2, a7);
-                c0 = fma(weights[wi + 3u * n_out], x3, c0);
-                c1 = fma(weights[wi + 3u * n_out + 1u], x3, c1);
-                c2 = fma(weights[wi + 3u * n_out + 2u], x3, c2);
-                c3 = fma(weights[wi + 3u * n_out + 3u], x3, c3);
-                c4 = fma(weights[wi + 3u * n_out + 4u], x3, c4);
-                c5 = fma(weights[wi + 3u * n_out + 5u], x3, c5);
-                c6 = fma(weights[wi + 3u * n_out + 6u], x3, c6);
-                c7 = fma(weights[wi + 3u * n_out + 7u], x3, c7);
-                a0 = fma(weights[wi + 4u * n_out], x4, a0);
-                a1 = fma(weights[wi + 4u * n_out + 1u], x4, a1);
-                a2 = fma(weights[wi + 4u * n_out + 2u], x4, a2);
-                a3 = fma(weights[wi + 4u * n_out + 3u], x4, a3);
-                a4 = fma(weights[wi + 4u * n_out + 4u], x4, a4);
-                a5 = fma(weights[wi + 4u * n_out + 5u], x4, a5);
-                a6 = fma(weights[wi + 4u * n_out + 6u], x4, a6);
-                a7 = fma(weights[wi + 4u * n_out + 7u], x4, a7);
-                c0 = fma(weights[wi + 5u * n_out], x5, c0);
-                c1 = fma(weights[wi + 5u * n_out + 1u], x5, c1);
-                c2 = fma(weights[wi + 5u * n_out + 2u], x5, c2);
-                c3 = fma(weights[wi + 5u * n_out + 3u], x5, c3);
-                c4 = fma(weights[wi + 5u * n_out + 4u], x5, c4);
-                c5 = fma(weights[wi + 5u * n_out + 5u], x5, c5);
-                c6 = fma(weights[wi + 5u * n_out + 6u], x5, c6);
-                c7 = fma(weights[wi + 5u * n_out + 7u], x5, c7);
-                a0 = fma(weights[wi + 6u * n_out], x6, a0);
-                a1 = fma(weights[wi + 6u * n_out + 1u], x6, a1);
-                a2 = fma(weights[wi + 6u * n_out + 2u], x6, a2);
-                a3 = fma(weights[wi + 6u * n_out + 3u], x6, a3);
-                a4 = fma(weights[wi + 6u * n_out + 4u], x6, a4);
-                a5 = fma(weights[wi + 6u * n_out + 5u], x6, a5);
-                a6 = fma(weights[wi + 6u * n_out + 6u], x6, a6);
-                a7 = fma(weights[wi + 6u * n_out + 7u], x6, a7);
-                c0 = fma(weights[wi + 7u * n_out], x7, c0);
-                c1 = fma(weights[wi + 7u * n_out + 1u], x7, c1);
-                c2 = fma(weights[wi + 7u * n_out + 2u], x7, c2);
-                c3 = fma(weights[wi + 7u * n_out + 3u], x7, c3);
-                c4 = fma(weights[wi + 7u * n_out + 4u], x7, c4);
-                c5 = fma(weights[wi + 7u * n_out + 5u], x7, c5);
-                c6 = fma(weights[wi + 7u * n_out + 6u], x7, c6);
-                c7 = fma(weights[wi + 7u * n_out + 7u], x7, c7);
-            }
-            buf[dst + o0] = activate((a0 + c0 + weights[b + o0]) + select(0.0, buf[dst + o0], accumulate), kind, slope);
-            buf[dst + o0 + 1u] = activate((a1 + c1 + weights[b + o0 + 1u]) + select(0.0, buf[dst + o0 + 1u], accumulate), kind, slope);
-            buf[dst + o0 + 2u] = activate((a2 + c2 + weights[b + o0 + 2u]) + select(0.0, buf[dst + o0 + 2u], accumulate), kind, slope);
-            buf[dst + o0 + 3u] = activate((a3 + c3 + weights[b + o0 + 3u]) + select(0.0, buf[dst + o0 + 3u], accumulate), kind, slope);
-            buf[dst + o0 + 4u] = activate((a4 + c4 + weights[b + o0 + 4u]) + select(0.0, buf[dst + o0 + 4u], accumulate), kind, slope);
-            buf[dst + o0 + 5u] = activate((a5 + c5 + weights[b + o0 + 5u]) + select(0.0, buf[dst + o0 + 5u], accumulate), kind, slope);
-            buf[dst + o0 + 6u] = activate((a6 + c6 + weights[b + o0 + 6u]) + select(0.0, buf[dst + o0 + 6u], accumulate), kind, slope);
-            buf[dst + o0 + 7u] = activate((a7 + c7 + weights[b + o0 + 7u]) + select(0.0, buf[dst + o0 + 7u], accumulate), kind, slope);
-        }
-    }
-}
-
 // The stored affine map y = x·f + t goes data→latent when stored_to_latent; moving towards
 // the latent applies it, moving towards the data applies its inverse. Returns the log-det.
 fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
@@ -218,10 +93,10 @@ fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     let n_nets = plan[rec + 6u];
     let feat = plan[rec + 7u];
     for (var j = 0u; j < n_id; j++) {
-        buf[j] = v[plan[feat + j]];
+        set_scratch(j, v[plan[feat + j]]);
     }
     for (var j = n_id; j % BLOCK != 0u; j++) {
-        buf[j] = 0.0;
+        set_scratch(j, 0.0);
     }
     var net = feat + n_id + n_tr;
     for (var m = 0u; m < n_nets; m++) {
@@ -231,8 +106,8 @@ fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {
     var ld = acc;
     for (var k = 0u; k < n_tr; k++) {
         let f = plan[feat + n_id + k];
-        let t = buf[ST + k];
-        let lf = scale(buf[ST + n_tr + k], scale_kind, scale_off, k, forward);
+        let t = scratch(ST + k);
+        let lf = scale(scratch(ST + n_tr + k), scale_kind, scale_off, k, forward);
         if forward {
             v[f] = mul_add_acc(v[f], lf.y, t);
             ld = split_add(ld, lf.x);

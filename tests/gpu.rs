@@ -36,8 +36,8 @@ fn engine(flow: &Flow, options: GpuOptions) -> Option<GpuEngine> {
 }
 
 /// The suite runs for every kernel form: the plan interpreter; the unrolled kernel (every
-/// model it fits, most random test models; the rest interpreted); and tiered, switching from
-/// the interpreter to the unrolled kernel mid-batch at row 256 of each pass.
+/// model it fits, most random test models; the rest interpreted); tiered, switching from
+/// the interpreter to the unrolled kernel mid-batch at row 256 of each pass; and tiled.
 mod interpreted {
     use super::*;
     agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Interpreted, TierSwitch::Auto));
@@ -54,6 +54,11 @@ mod unrolled_kernel {
 mod tiered {
     use super::*;
     agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Auto, TierSwitch::AtRow(256)));
+}
+
+mod tiled {
+    use super::*;
+    agreement_suite!(&|flow: &Flow, chunk_rows| open(flow, chunk_rows, KernelForm::Tiled, TierSwitch::Auto));
 }
 
 fn open(flow: &Flow, chunk_rows: usize, kernel: KernelForm, switch: TierSwitch) -> Option<Box<dyn Engine>> {
@@ -111,6 +116,56 @@ fn tiered_engine_switches_exactly_at_the_row() {
     };
     assert_eq!(sample(&tiered), sample(unrolled));
     assert_ne!(sample(interpreted), sample(unrolled), "the forms must differ for this check to mean anything");
+}
+
+/// The tiled kernel does each output's arithmetic in the row interpreter's order (two chains,
+/// bias, residual), so on one device its rows equal the interpreter's bit for bit: log p and
+/// its partial sums, both directions and sampling, on random models of every layer kind
+/// (residual and multi-net conditioners, every activation), with a last tile part-filled.
+#[test]
+fn tiled_kernel_equals_the_row_interpreter_bit_for_bit() {
+    if best_adapter().is_none() {
+        return;
+    }
+    for (&(d, depth, hidden), seed) in agreement::CASES.iter().zip(common::seeds(9)).skip(3).take(4) {
+        let flow = random_mixed_flow(d, depth, hidden, seed + 7);
+        let tiled = form(&flow, KernelForm::Tiled, TierSwitch::Auto).unwrap();
+        let interpreted = form(&flow, KernelForm::Interpreted, TierSwitch::Auto).unwrap();
+        assert!(tiled.name().contains("tiled kernel"), "{}", tiled.name());
+        let (tiled, interpreted): (&dyn Engine, &dyn Engine) = (&tiled, &interpreted);
+        let n = 1001;
+        let x = common::gaussian_rows(n, d, seed);
+        let (mut sum_t, mut sum_i) = (LogLikelihoodSum::default(), LogLikelihoodSum::default());
+        let (mut lp_t, mut lp_i) = (vec![0.0; n], vec![0.0; n]);
+        tiled.log_prob(&x, &mut lp_t, &mut sum_t).unwrap();
+        interpreted.log_prob(&x, &mut lp_i, &mut sum_i).unwrap();
+        assert_eq!(lp_t, lp_i, "log p, D = {d}, seed {seed}");
+        // the partial sums group other rows (tiles, not 256-row workgroups) in float32: each
+        // group's sum of m ≤ 256 values is within (m − 1)·2⁻²⁴·Σ|values| of exact
+        let finite: Vec<f64> = lp_i.iter().copied().filter(|v| v.is_finite()).collect();
+        let bound =
+            255.0 * f64::from(f32::EPSILON) / 2.0 * finite.iter().map(|v| v.abs()).sum::<f64>() / finite.len() as f64;
+        assert!((sum_t.mean() - sum_i.mean()).abs() <= 2.0 * bound, "mean, D = {d}, seed {seed}");
+        for to_latent in [true, false] {
+            let pass = |engine: &dyn Engine| {
+                let (mut y, mut ld) = (vec![0.0; n * d], vec![0.0; n]);
+                if to_latent {
+                    engine.forward_to_latent(&x, &mut y, &mut ld).unwrap();
+                } else {
+                    engine.inverse_to_data(&x, &mut y, &mut ld).unwrap();
+                }
+                (y, ld)
+            };
+            assert_eq!(pass(tiled), pass(interpreted), "to_latent = {to_latent}, D = {d}, seed {seed}");
+        }
+        let draw = Draw { seed, first_row: 5, temperature: 0.8 };
+        let sample = |engine: &dyn Engine| {
+            let (mut x, mut log_q) = (vec![0.0f32; n * d], vec![0.0f32; n]);
+            engine.sample_rows(&draw, &mut x, &mut log_q).unwrap();
+            (x, log_q)
+        };
+        assert_eq!(sample(tiled), sample(interpreted), "sampling, D = {d}, seed {seed}");
+    }
 }
 
 /// `WhenBuilt` (a hardware GPU's default) keeps running the interpreter while the unrolled
@@ -186,12 +241,14 @@ fn naga_validates_every_generated_variant() {
         .collect();
     flows.push(init_flow(&InitSpec::seed4d(6), 1).unwrap());
     for flow in flows {
-        let mut forms = vec![KernelForm::Interpreted];
+        let mut forms = vec![KernelForm::Interpreted, KernelForm::Tiled];
         if unrolled::fits(&flow) {
             forms.push(KernelForm::Unrolled);
         }
         for form in forms {
-            let source = kernel::generate(&flow, form);
+            // an adapter with 32 KiB of workgroup memory (lavapipe, Apple M-series) for the tile
+            let limits = wgpu::Limits { max_compute_workgroup_storage_size: 32 << 10, ..wgpu::Limits::default() };
+            let source = kernel::generate(&flow, form, &limits, "test").unwrap();
             assert_eq!(source.form, form);
             let module = naga::front::wgsl::parse_str(&source.wgsl)
                 .unwrap_or_else(|e| panic!("{}", e.emit_to_string(&source.wgsl)));
@@ -606,6 +663,26 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     let auto_d64 = kernel::choose(&d64, &lavapipe, &limits, KernelForm::Auto).unwrap();
     assert_eq!(auto_d64.source.form, KernelForm::Interpreted);
     assert!(auto_d64.upgrade.is_none());
+    // d64's nets are wide: auto runs them tiled on a hardware GPU with room for a tile, else
+    // interpreted; asking for tiled without room is an error naming the limit
+    assert!(kernel::tiled::wide(&d64));
+    let h200 = wgpu::Limits { max_compute_workgroup_storage_size: 48 << 10, ..limits.clone() };
+    let auto_d64 = kernel::choose(&d64, &hardware, &h200, KernelForm::Auto).unwrap();
+    assert_eq!(auto_d64.source.form, KernelForm::Tiled);
+    assert_eq!(auto_d64.source.group_rows, 16, "608 floats of scratch per row: 16 rows in 48 KiB");
+    assert!(auto_d64.upgrade.is_none());
+    let no_room = wgpu::Limits { max_compute_workgroup_storage_size: 4096, ..limits.clone() };
+    let auto_d64 = kernel::choose(&d64, &hardware, &no_room, KernelForm::Auto).unwrap();
+    assert_eq!(auto_d64.source.form, KernelForm::Interpreted);
+    let err = kernel::choose(&d64, &hardware, &no_room, KernelForm::Tiled).err().expect("no room for a tile");
+    assert!(err.to_string().contains("max_compute_workgroup_storage_size"), "{err}");
+    // a large model with narrow nets stays interpreted on hardware
+    let narrow = init_flow(&InitSpec { dim: 8, layers: 60, hidden: vec![32, 32], ..InitSpec::seed4d(60) }, 1).unwrap();
+    assert!(!unrolled::fits(&narrow) && !kernel::tiled::wide(&narrow));
+    assert_eq!(
+        kernel::choose(&narrow, &hardware, &limits, KernelForm::Auto).unwrap().source.form,
+        KernelForm::Interpreted
+    );
     let seed4d = realnvp::random::reference_model("seed4d").unwrap();
     for adapter in [&lavapipe, &hardware] {
         let tiered = kernel::choose(&seed4d, adapter, &limits, KernelForm::Auto).unwrap();

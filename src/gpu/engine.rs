@@ -347,7 +347,7 @@ impl GpuEngine {
                 self.queue.write_buffer(&slot.input, 0, bytemuck::cast_slice(&slot.staging));
             }
         }
-        let groups = rows.div_ceil(WORKGROUP_ROWS);
+        let groups = rows.div_ceil(kernel.group_rows);
         let groups_x = groups.min(self.max_groups_x);
         let groups_y = groups.div_ceil(groups_x);
         let sample = match job {
@@ -451,7 +451,12 @@ impl GpuEngine {
     /// The kernel form that ran, e.g. "unrolled kernel", or for a tiered engine how many
     /// rows each form ran so far.
     fn kernel_name(&self) -> String {
-        let Some(up) = &self.upgrade else { return format!("{} kernel", self.first.form.name()) };
+        let Some(up) = &self.upgrade else {
+            return match self.first.form {
+                KernelForm::Tiled => format!("tiled kernel, {}-row tiles", self.first.group_rows),
+                form => format!("{} kernel", form.name()),
+            };
+        };
         let (first, upgraded) = self.tier_rows().map_or((0, 0), |t| (t.first, t.upgraded));
         format!("tiered kernel: {first} rows {}, {upgraded} rows {}", self.first.form.name(), up.form.name())
     }

@@ -54,6 +54,8 @@ impl Resources {
 /// as it reads them, and a bind group per chunk slot.
 pub(super) struct Kernel {
     pub form: KernelForm,
+    /// Rows per workgroup of its dispatches ([`KernelSource::group_rows`]).
+    pub group_rows: usize,
     pub pipelines: Arc<Pipelines>,
     /// `bind_groups[k]` binds slot k's buffers and this kernel's parameters.
     pub bind_groups: Vec<wgpu::BindGroup>,
@@ -73,7 +75,7 @@ impl Kernel {
         let bind_groups =
             resources.slots.iter().map(|slot| bind_group(device, &resources.layout, slot, &weights, &plan)).collect();
         let pipelines = Arc::new(Pipelines::new(device, &resources.layout, &source.wgsl, adapter_name));
-        Ok(Kernel { form: source.form, pipelines, bind_groups })
+        Ok(Kernel { form: source.form, group_rows: source.group_rows, pipelines, bind_groups })
     }
 }
 
@@ -289,7 +291,8 @@ struct SlotSpec {
 
 fn create_slot(device: &wgpu::Device, spec: &SlotSpec, k: usize) -> Slot {
     let SlotSpec { dim, chunk_rows, max_groups_x, timestamps } = *spec;
-    let groups = chunk_rows.div_ceil(WORKGROUP_ROWS);
+    // partial sums for the smallest workgroups of any form
+    let groups = chunk_rows.div_ceil(abi::MIN_WORKGROUP_ROWS);
     let groups_x = groups.min(max_groups_x);
     let grid_groups = groups_x * groups.div_ceil(groups_x);
     let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {

@@ -5,8 +5,13 @@
 
 use std::fmt::Write;
 
-/// Rows per workgroup (`WG` in the shaders): one invocation per row.
+/// Rows per workgroup of the row-per-invocation forms (`WG` in their shaders; one invocation
+/// per row), and the unit in which chunks and engine splits are counted. The tiled form's
+/// workgroups take a divisor of it ([`MIN_WORKGROUP_ROWS`] or more).
 pub const WORKGROUP_ROWS: usize = 256;
+
+/// The fewest rows per workgroup of any form (the partial sums are sized for it).
+pub const MIN_WORKGROUP_ROWS: usize = 8;
 
 /// Outputs per accumulator block of the interpreter's matrix loops (`BLOCK`).
 pub const BLOCK: usize = 8;
@@ -102,11 +107,12 @@ pub const SCALE_TANH_EXP: u32 = 1;
 pub const SCALE_SIGMOID: u32 = 2;
 pub const SCALE_SOFT_CLAMP_EXP: u32 = 3;
 
-/// The ABI as WGSL: constants, the `Params` struct and the binding declarations.
-pub fn wgsl() -> String {
+/// The ABI as WGSL for a module whose workgroups take `group_rows` rows (`WG`): constants,
+/// the `Params` struct and the binding declarations.
+pub fn wgsl(group_rows: usize) -> String {
     let mut out = String::from("// kernel ABI, generated from src/gpu/kernel/abi.rs\n");
     let consts: [(&str, u32); 16] = [
-        ("WG", WORKGROUP_ROWS as u32),
+        ("WG", group_rows as u32),
         ("BLOCK", BLOCK as u32),
         ("LAYER_COUPLING", LAYER_COUPLING),
         ("LAYER_ELEMENTWISE", LAYER_ELEMENTWISE),

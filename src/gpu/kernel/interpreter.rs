@@ -1,24 +1,50 @@
-//! The interpreted kernel form: `shaders/interpreter.wgsl` reads a layer plan (u32 records)
+//! The interpreted kernel forms: `shaders/interpreter.wgsl` reads a layer plan (u32 records)
 //! and packed float32 parameters built here, so the shader's size and compile time do not
-//! depend on the model; only D, the scratch width and the base are baked in as constants.
+//! depend on the model; only D, the scratch layout and the base are baked in as constants.
+//! Two bodies share the plan: one row per invocation with private scratch
+//! (`shaders/interpreter_rows.wgsl`, [`generate`]) and the tiled one, whose workgroup runs the
+//! nets of its rows together (`shaders/interpreter_tiles.wgsl`, [`generate_tiled`]).
 
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
-use super::abi::{self, BLOCK};
-use super::source::{header, io_loop_iterations, limiter_count, push_base, KernelForm, KernelSource, TEMPLATE};
+use super::abi::{self, BLOCK, WORKGROUP_ROWS};
+use super::source::{
+    header, io_loop_iterations, limiter_count, push_base, KernelForm, KernelSource, ROW_ENTRIES, TEMPLATE,
+};
 
-/// The plan interpreter (`flow_to_latent`, `flow_to_data` for any model).
+/// The plan interpreter's layers (`flow_to_latent`, `flow_to_data` for any model) over the
+/// scratch and nets of one of the two bodies below.
 const INTERPRETER: &str = include_str!("../../../shaders/interpreter.wgsl");
+/// Scratch private to each row, nets run per row; with the row entry points.
+const ROWS: &str = include_str!("../../../shaders/interpreter_rows.wgsl");
+/// Scratch of the workgroup's tile, nets run by the tile together; with its entry points.
+const TILES: &str = include_str!("../../../shaders/interpreter_tiles.wgsl");
 
-/// Packs the plan and parameters of a validated flow and assembles the module.
-pub(super) fn generate(flow: &Flow) -> KernelSource {
+/// A flow packed for the interpreter: its plan and parameters, the scratch layout, and the
+/// loop iterations each body executes per invocation.
+pub(super) struct Packed {
+    weights: Vec<f32>,
+    plan: Vec<u32>,
+    /// WGSL constants: the scratch layout (SCRATCH, C_OFF, ST), N_LAYERS and the codes used.
+    constants: String,
+    base_off: Option<u32>,
+    /// Scratch floats per row (`SCRATCH`).
+    pub scratch_floats: usize,
+    /// What llvmpipe's loop limiter counts for the row body and for the tiled body.
+    rows_iterations: u64,
+    tiles_iterations: u64,
+}
+
+/// Packs the plan and parameters of a validated flow.
+pub(super) fn pack(flow: &Flow) -> Packed {
     let mut p = Packer {
         weights: Vec::new(),
         plan: vec![0; flow.layers.len()],
-        width: 1,
+        extent: [0; 5],
         loop_iterations: 0,
+        mlp_rows_iterations: 0,
+        mlp_tiles_iterations: 0,
         nets: 0,
-        slot_c: false,
         slot_fixups: Vec::new(),
         uses: Uses::default(),
     };
@@ -30,42 +56,93 @@ pub(super) fn generate(flow: &Flow) -> KernelSource {
         p.plan.push(0); // a flow without layers (its base alone): a binding may not be empty
     }
     let base_off = push_base(&mut p.weights, &flow.base);
-    let maxw = (p.width.div_ceil(BLOCK) * BLOCK) as u32;
-    let st = if p.slot_c { 4 * maxw } else { 3 * maxw };
+    // the regions one after the other, each as wide as its widest use (at least 1)
+    let mut region = [0u32; 5];
+    let mut scratch = 0;
+    for slot in [Slot::Input, Slot::A, Slot::B, Slot::C, Slot::Output] {
+        region[slot_index(slot)] = scratch;
+        scratch += p.extent[slot_index(slot)].max(1) as u32;
+    }
     for &(at, slot, offset) in &p.slot_fixups {
-        let region = match slot {
-            Slot::Input => 0,
-            Slot::A => maxw,
-            Slot::B => 2 * maxw,
-            Slot::C => 3 * maxw,
-            Slot::Output => st,
-        };
-        p.plan[at] = region + offset;
+        p.plan[at] = region[slot_index(slot)] + offset;
     }
     let constants = format!(
-        "const MAXW: u32 = {maxw}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {st}u;\nconst N_LAYERS: u32 = {}u;\n{}\n",
-        3 * maxw,
+        "const SCRATCH: u32 = {scratch}u;\nconst C_OFF: u32 = {}u;\nconst ST: u32 = {}u;\nconst N_LAYERS: u32 = {}u;\n{}\n",
+        region[slot_index(Slot::C)],
+        region[slot_index(Slot::Output)],
         flow.layers.len(),
         p.uses.wgsl(),
     );
-    let wgsl = header(flow, base_off) + &constants + TEMPLATE + "\n" + INTERPRETER;
     // the layers loop and the loops outside the layers (row I/O, base density, reduction, draws)
-    let iterations = p.loop_iterations + flow.layers.len() as u64 + io_loop_iterations(flow.dim);
-    let loop_iterations = limiter_count(iterations, flow.layers.len() as u64 + p.nets);
-    KernelSource { form: KernelForm::Interpreted, wgsl, weights: p.weights, plan: p.plan, loop_iterations }
+    let outside = p.loop_iterations + flow.layers.len() as u64 + io_loop_iterations(flow.dim);
+    let blocks = flow.layers.len() as u64 + p.nets;
+    Packed {
+        weights: p.weights,
+        plan: p.plan,
+        constants,
+        base_off,
+        scratch_floats: scratch as usize,
+        rows_iterations: limiter_count(outside + p.mlp_rows_iterations, blocks),
+        // the tiled entry points also zero the rows past the chunk's end
+        tiles_iterations: limiter_count(outside + flow.dim as u64 + p.mlp_tiles_iterations, blocks),
+    }
+}
+
+/// The row-per-invocation interpreter for a validated flow.
+pub(super) fn generate(flow: &Flow) -> KernelSource {
+    let packed = pack(flow);
+    let wgsl = header(flow, packed.base_off, WORKGROUP_ROWS)
+        + &packed.constants
+        + TEMPLATE
+        + ROW_ENTRIES
+        + "\n"
+        + INTERPRETER
+        + ROWS;
+    KernelSource {
+        form: KernelForm::Interpreted,
+        group_rows: WORKGROUP_ROWS,
+        wgsl,
+        weights: packed.weights,
+        plan: packed.plan,
+        loop_iterations: packed.rows_iterations,
+    }
+}
+
+/// The tiled interpreter for a packed flow: workgroups of `invocations` take tiles of
+/// `tile_rows` ≤ `invocations` rows (chosen by src/gpu/kernel/tiled.rs).
+pub(super) fn generate_tiled(flow: &Flow, packed: Packed, tile_rows: usize, invocations: usize) -> KernelSource {
+    let wgsl = header(flow, packed.base_off, tile_rows)
+        + &packed.constants
+        + &format!("const INV: u32 = {invocations}u;\n")
+        + TEMPLATE
+        + "\n"
+        + INTERPRETER
+        + TILES;
+    KernelSource {
+        form: KernelForm::Tiled,
+        group_rows: tile_rows,
+        wgsl,
+        weights: packed.weights,
+        plan: packed.plan,
+        loop_iterations: packed.tiles_iterations,
+    }
 }
 
 struct Packer {
     weights: Vec<f32>,
     plan: Vec<u32>,
-    /// Widest scratch region needed so far.
-    width: usize,
-    /// Loop iterations one invocation executes in the layers' own loops.
+    /// Floats of each scratch region read or written so far (index [`slot_index`]).
+    extent: [usize; 5],
+    /// Loop iterations one invocation executes in the layers' own loops, outside the nets'
+    /// matrix loops.
     loop_iterations: u64,
+    /// Loop iterations of the matrix loops: one invocation per row (BLOCK outputs × BLOCK
+    /// inputs per iteration), and tiled (an invocation takes ⌈outputs / 32⌉ blocks of 4 rows ×
+    /// BLOCK outputs, 2 inputs per iteration, whatever the tile).
+    mlp_rows_iterations: u64,
+    mlp_tiles_iterations: u64,
     /// Conditioner nets packed.
     nets: u64,
-    /// Whether some net needs scratch slot C (residual nets).
-    slot_c: bool,
     /// Plan entries that hold a scratch offset: (index, slot, offset within the slot).
     slot_fixups: Vec<(usize, Slot, u32)>,
     /// The record, activation and scale codes the plan holds.
@@ -92,6 +169,12 @@ impl Uses {
 }
 
 impl Packer {
+    /// Notes that `floats` entries of `slot`'s region are read or written.
+    fn uses_region(&mut self, slot: Slot, floats: usize) {
+        let e = &mut self.extent[slot_index(slot)];
+        *e = (*e).max(floats);
+    }
+
     fn push(&mut self, values: impl IntoIterator<Item = f64>) -> u32 {
         let offset = self.weights.len() as u32;
         self.weights.extend(values.into_iter().map(|v| v as f32));
@@ -146,7 +229,7 @@ impl Packer {
         self.uses.layers |= 1 << abi::LAYER_COUPLING;
         self.uses.scales |= 1 << scale_kind;
         self.plan.extend(id.iter().chain(tr).map(|&f| f as u32));
-        self.width = self.width.max(pad(id.len()));
+        self.uses_region(Slot::Input, pad(id.len()));
         self.loop_iterations += (pad(id.len()) + d_tr) as u64 + pruned.nets.len() as u64;
         for net in &pruned.nets {
             self.net(net);
@@ -172,8 +255,11 @@ impl Packer {
             let l = &net.linears[step.linear];
             let padded = pad(l.outputs);
             let dst_end = if step.dst == Slot::Output { net.region_offset + padded } else { padded };
-            self.width = self.width.max(dst_end).max(pad(l.inputs));
-            self.slot_c |= step.pre_activation;
+            self.uses_region(step.dst, dst_end);
+            self.uses_region(step.src, pad(l.inputs));
+            if step.pre_activation {
+                self.uses_region(Slot::C, pad(l.inputs));
+            }
             let (w, b) = self.pack_linear(l, padded);
             let post = match step.post {
                 Post::None => abi::ACT_IDENTITY,
@@ -182,7 +268,8 @@ impl Packer {
             };
             records.push((pad(l.inputs), padded, w, b, step, post));
             let blocks = (padded / BLOCK) as u64;
-            self.loop_iterations += blocks * (1 + (pad(l.inputs) / BLOCK) as u64);
+            self.mlp_rows_iterations += blocks * (1 + (pad(l.inputs) / BLOCK) as u64);
+            self.mlp_tiles_iterations += padded.div_ceil(4 * BLOCK) as u64 * (1 + (pad(l.inputs) / 2) as u64);
             if step.pre_activation {
                 self.loop_iterations += pad(l.inputs) as u64;
             }
@@ -193,7 +280,7 @@ impl Packer {
             self.slot_fixups.push((at + 4, step.src, 0));
             let dst_offset = if step.dst == Slot::Output { net.region_offset as u32 } else { 0 };
             self.slot_fixups.push((at + 5, step.dst, dst_offset));
-            // src and dst are filled in by `generate` once the scratch width is known
+            // src and dst are filled in by `pack` once the regions' widths are known
             self.plan.extend([n_in as u32, n_out as u32, w, b, 0, 0, pre, post, u32::from(step.accumulate)]);
             self.uses.activations |= (1 << pre) | (1 << post);
         }
@@ -213,6 +300,17 @@ impl Packer {
         bias.resize(padded, 0.0);
         let b = self.push(bias);
         (w, b)
+    }
+}
+
+/// The position of `slot`'s region in the scratch, first to last.
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::Input => 0,
+        Slot::A => 1,
+        Slot::B => 2,
+        Slot::C => 3,
+        Slot::Output => 4,
     }
 }
 

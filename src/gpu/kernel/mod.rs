@@ -1,18 +1,21 @@
 //! Builds the fused kernels' WGSL module for one flow: `shaders/math.wgsl` (float32 functions
-//! with error bounds) and `shaders/flow.wgsl` (row I/O, base
-//! density, entry points) with a body that evaluates the layers, in one of two forms
-//! ([`KernelForm`]):
+//! with error bounds) and `shaders/flow.wgsl` (row I/O, base density, reduction) with entry
+//! points and a body that evaluates the layers, in one of three forms ([`KernelForm`]):
 //!
 //! - **interpreted** (`shaders/interpreter.wgsl`): one loop over layers and one MLP routine
 //!   read a layer plan (u32) and packed parameters (f32) built here, so the shader's size and
 //!   compile time do not depend on the model; only D, the scratch width and the base are
-//!   baked in as constants;
+//!   baked in as constants; one row per invocation;
 //! - **unrolled** ([`unrolled`]): straight-line code with the parameters as literals,
-//!   for small models (much faster where storage loads are expensive, e.g. lavapipe).
+//!   for small models (much faster where storage loads are expensive, e.g. lavapipe);
+//! - **tiled** ([`tiled`]): the interpreter with a workgroup's tile of rows running its
+//!   conditioner nets together from workgroup memory, for wide nets on hardware GPUs.
 //!
 //! `Auto` runs **tiered** for every model it unrolls ([`KernelForm::tiered`]): the
 //! interpreter, quick to build, runs the first chunks while the unrolled kernel builds on a
-//! background thread; the engine switches at a chunk boundary ([`Choice::upgrade`]).
+//! background thread; the engine switches at a chunk boundary ([`Choice::upgrade`]). Larger
+//! models run tiled on hardware GPUs when their nets are wide ([`tiled::WIDE`]), else
+//! interpreted.
 //!
 //! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
 //! the identity (b = 1) features and the last Linear only the rows of the outputs that are
@@ -22,6 +25,7 @@
 pub mod abi;
 mod interpreter;
 mod source;
+pub mod tiled;
 pub mod unrolled;
 
 pub use source::{KernelForm, KernelSource, MATH_WGSL, PHILOX_WGSL, TEMPLATE};
@@ -29,23 +33,26 @@ pub use source::{KernelForm, KernelSource, MATH_WGSL, PHILOX_WGSL, TEMPLATE};
 use crate::error::{Error, Result};
 use crate::model::Flow;
 
-use super::adapter::is_llvmpipe;
+use super::adapter::{is_cpu_adapter, is_llvmpipe};
 
 pub use abi::WORKGROUP_ROWS;
 
 /// lavapipe/llvmpipe end every loop after this many iterations in total per invocation.
 pub const LLVMPIPE_LOOP_LIMIT: u64 = 65_535;
 
-/// Builds the kernel source for a validated flow in `form`.
-pub fn generate(flow: &Flow, form: KernelForm) -> KernelSource {
-    match form.resolve(flow) {
+/// Builds the kernel source for a validated flow in `form` (`Auto` as [`KernelForm::resolve`]
+/// has it); the tiled form's tile fits `limits`, or it is an error.
+pub fn generate(flow: &Flow, form: KernelForm, limits: &wgpu::Limits, adapter_name: &str) -> Result<KernelSource> {
+    Ok(match form.resolve(flow) {
         KernelForm::Unrolled => unrolled::generate(flow),
+        KernelForm::Tiled => tiled::generate(flow, limits, adapter_name)?,
         _ => interpreter::generate(flow),
-    }
+    })
 }
 
 impl KernelForm {
-    /// The form `flow` settles on (resolves `Auto`; a tiered run starts interpreted).
+    /// The form `flow` settles on whatever the adapter (resolves `Auto` by size; a tiered run
+    /// starts interpreted; on a hardware GPU [`choose`] may run a wide `Interpreted` tiled).
     pub fn resolve(self, flow: &Flow) -> KernelForm {
         match self {
             KernelForm::Auto if unrolled::fits(flow) => KernelForm::Unrolled,
@@ -75,9 +82,10 @@ pub struct Choice {
 }
 
 /// The one place that decides the kernel for `flow` on an adapter: resolves `requested`
-/// (`Auto` by model size, tiered when it unrolls), refuses what the adapter cannot run
-/// (llvmpipe's compile time for very large unrolled kernels and its loop limiter; the storage
-/// binding size) with an error that says what to do instead, and generates the sources.
+/// (`Auto` by model size, tiered when it unrolls, tiled for wide nets on hardware GPUs when a
+/// tile fits), refuses what the adapter cannot run (llvmpipe's compile time for very large
+/// unrolled kernels and its loop limiter; the storage binding size; workgroup memory) with an
+/// error that says what to do instead, and generates the sources.
 pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requested: KernelForm) -> Result<Choice> {
     let llvmpipe = is_llvmpipe(info);
     let operations = unrolled::operations(flow);
@@ -89,10 +97,14 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
             unrolled::LLVMPIPE_MAX_OPERATIONS
         )));
     }
+    let hardware = !llvmpipe && !is_cpu_adapter(info);
     let (source, upgrade) = if requested.tiered(flow) {
-        (generate(flow, KernelForm::Interpreted), Some(generate(flow, KernelForm::Unrolled)))
+        (interpreter::generate(flow), Some(unrolled::generate(flow)))
+    } else if requested == KernelForm::Auto && form == KernelForm::Interpreted && hardware && tiled::wide(flow) {
+        // tiled where a tile fits the adapter's workgroup memory, else interpreted
+        (tiled::generate(flow, limits, &info.name).unwrap_or_else(|_| interpreter::generate(flow)), None)
     } else {
-        (generate(flow, form), None)
+        (generate(flow, form, limits, &info.name)?, None)
     };
     for source in std::iter::once(&source).chain(&upgrade) {
         check_limits(source, info, limits, llvmpipe)?;

@@ -14,6 +14,9 @@ pub const TEMPLATE: &str = concat!(
     include_str!("../../../shaders/philox.wgsl")
 );
 
+/// The entry points that run one row per invocation, alone (unrolled and interpreted forms).
+pub const ROW_ENTRIES: &str = include_str!("../../../shaders/rows.wgsl");
+
 /// exp/log/tanh, the reciprocal, x·f + t and the hi/lo sums with their error bounds in WGSL
 /// (part of [`TEMPLATE`]; on its own for the accuracy test on a device). Needs a `params`
 /// binding with a `zero: u32` field.
@@ -34,6 +37,9 @@ pub enum KernelForm {
     Interpreted,
     /// Straight-line code with literal parameters (compile time grows with the model).
     Unrolled,
+    /// The plan interpreter with the conditioner nets evaluated by a workgroup's tile of rows
+    /// together (src/gpu/kernel/tiled.rs): for wide nets on hardware GPUs.
+    Tiled,
 }
 
 impl KernelForm {
@@ -43,6 +49,7 @@ impl KernelForm {
             KernelForm::Auto => "auto",
             KernelForm::Interpreted => "interpreted",
             KernelForm::Unrolled => "unrolled",
+            KernelForm::Tiled => "tiled",
         }
     }
 }
@@ -55,7 +62,8 @@ impl std::str::FromStr for KernelForm {
             "auto" => Ok(KernelForm::Auto),
             "interpreted" => Ok(KernelForm::Interpreted),
             "unrolled" => Ok(KernelForm::Unrolled),
-            _ => Err(Error::Argument(format!("unknown kernel form {s:?}; use auto, interpreted or unrolled"))),
+            "tiled" => Ok(KernelForm::Tiled),
+            _ => Err(Error::Argument(format!("unknown kernel form {s:?}; use auto, interpreted, unrolled or tiled"))),
         }
     }
 }
@@ -64,6 +72,8 @@ impl std::str::FromStr for KernelForm {
 pub struct KernelSource {
     /// The form generated (never `Auto`).
     pub form: KernelForm,
+    /// Rows per workgroup (`WG`): [`abi::WORKGROUP_ROWS`], or the tiled form's tile.
+    pub group_rows: usize,
     /// Complete WGSL module: constants plus the shader.
     pub wgsl: String,
     /// Parameters read from the `weights` binding, float32: all of them for the interpreter
@@ -122,7 +132,7 @@ pub(super) fn push_base(weights: &mut Vec<f32>, base: &Base) -> Option<u32> {
 
 /// Constants every form needs: D and the base distribution (its log-normalizer computed
 /// in float64).
-pub(super) fn header(flow: &Flow, base_off: Option<u32>) -> String {
+pub(super) fn header(flow: &Flow, base_off: Option<u32>, group_rows: usize) -> String {
     let d = flow.dim;
     let log_scales: f64 = match &flow.base {
         Base::StandardNormal => 0.0,
@@ -131,7 +141,7 @@ pub(super) fn header(flow: &Flow, base_off: Option<u32>) -> String {
     let norm = split(-log_scales - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln());
     format!(
         "{}// generated for this model by src/gpu/kernel/\nconst D: u32 = {d}u;\nconst BASE_DIAGONAL: bool = {};\nconst BASE_LOC_OFF: u32 = {}u;\nconst BASE_LOG_NORM_HI: f32 = {};\nconst BASE_LOG_NORM_LO: f32 = {};\n",
-        abi::wgsl(),
+        abi::wgsl(group_rows),
         base_off.is_some(),
         base_off.unwrap_or(0),
         lit(norm.0),
@@ -158,10 +168,10 @@ mod tests {
     /// `--kernel NAME` parses every form's own name back to it, and nothing else.
     #[test]
     fn kernel_form_names_parse_back() {
-        for form in [KernelForm::Auto, KernelForm::Interpreted, KernelForm::Unrolled] {
+        for form in [KernelForm::Auto, KernelForm::Interpreted, KernelForm::Unrolled, KernelForm::Tiled] {
             assert_eq!(form.name().parse::<KernelForm>().unwrap(), form);
         }
         let err = "fast".parse::<KernelForm>().unwrap_err().to_string();
-        assert!(err.contains("auto, interpreted or unrolled"), "{err}");
+        assert!(err.contains("auto, interpreted, unrolled or tiled"), "{err}");
     }
 }

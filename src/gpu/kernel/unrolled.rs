@@ -15,8 +15,9 @@ use std::fmt::Write;
 
 use crate::model::{Activation, Coupling, Direction, Flow, Layer, Linear, OutputFn, Post, PrunedNet, ScaleFn, Slot};
 
+use super::abi::WORKGROUP_ROWS;
 use super::source::{
-    header, io_loop_iterations, limiter_count, lit, push_base, split, KernelForm, KernelSource, TEMPLATE,
+    header, io_loop_iterations, limiter_count, lit, push_base, split, KernelForm, KernelSource, ROW_ENTRIES, TEMPLATE,
 };
 
 /// Largest [`operations`] per row (both directions together are generated, so the shader holds
@@ -62,9 +63,16 @@ pub fn fits(flow: &Flow) -> bool {
 pub(super) fn generate(flow: &Flow) -> KernelSource {
     let mut weights = Vec::new();
     let base_off = push_base(&mut weights, &flow.base);
-    let wgsl = header(flow, base_off) + TEMPLATE + "\n" + &flow_functions(flow);
+    let wgsl = header(flow, base_off, WORKGROUP_ROWS) + TEMPLATE + ROW_ENTRIES + "\n" + &flow_functions(flow);
     let loop_iterations = limiter_count(io_loop_iterations(flow.dim), 0);
-    KernelSource { form: KernelForm::Unrolled, wgsl, weights, plan: vec![0], loop_iterations }
+    KernelSource {
+        form: KernelForm::Unrolled,
+        group_rows: WORKGROUP_ROWS,
+        wgsl,
+        weights,
+        plan: vec![0],
+        loop_iterations,
+    }
 }
 
 /// WGSL defining `flow_to_latent() -> vec2<f32>` and `flow_to_data() -> vec2<f32>` (the
