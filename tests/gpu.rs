@@ -670,10 +670,14 @@ fn kernel_choice_refuses_only_what_llvmpipe_cannot_run() {
     let auto_d64 = kernel::choose(&d64, &hardware, &h200, KernelForm::Auto).unwrap();
     assert_eq!(auto_d64.source.form, KernelForm::Tiled);
     assert_eq!(auto_d64.source.group_rows, 16, "608 floats of scratch per row: 16 rows in 48 KiB");
+    assert!(auto_d64.note.as_deref().is_some_and(|n| n.contains("16-row tiles")), "{:?}", auto_d64.note);
+    assert_eq!(kernel::auto_name(&d64), "tiled");
+    assert_eq!(kernel::auto_name(&realnvp::random::reference_model("seed4d").unwrap()), "tiered");
     assert!(auto_d64.upgrade.is_none());
     let no_room = wgpu::Limits { max_compute_workgroup_storage_size: 4096, ..limits.clone() };
     let auto_d64 = kernel::choose(&d64, &hardware, &no_room, KernelForm::Auto).unwrap();
     assert_eq!(auto_d64.source.form, KernelForm::Interpreted);
+    assert!(auto_d64.note.as_deref().is_some_and(|n| n.contains("max_compute_workgroup_storage_size")));
     let err = kernel::choose(&d64, &hardware, &no_room, KernelForm::Tiled).err().expect("no room for a tile");
     assert!(err.to_string().contains("max_compute_workgroup_storage_size"), "{err}");
     // a large model with narrow nets stays interpreted on hardware

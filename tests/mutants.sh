@@ -29,7 +29,7 @@ groups=(
   "pipeline|src/pipeline.rs|--lib --test cli --test parquet --test bad_input --test plot --test sample"
   "convert|src/convert.rs|--lib --test convert"
   "verify|src/verify.rs|--test verify"
-  "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--lib --test gpu"
+  "gpu_kernel|src/gpu/kernel/unrolled.rs src/gpu/kernel/interpreter.rs src/gpu/kernel/tiled.rs src/gpu/kernel/source.rs src/gpu/kernel/abi.rs src/gpu/kernel/mod.rs|--lib --test gpu"
   "npy|src/npy.rs|--test bad_input --test cli --test parquet"
 )
 

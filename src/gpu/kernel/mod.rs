@@ -70,6 +70,19 @@ impl KernelForm {
     }
 }
 
+/// What `--kernel auto` runs for `flow` ([`choose`] decides per adapter): `"tiered"` (models
+/// it unrolls), `"tiled"` (wide nets: on hardware GPUs with room for a tile; interpreted on CPU
+/// adapters such as lavapipe), or `"interpreted"`.
+pub fn auto_name(flow: &Flow) -> &'static str {
+    if KernelForm::Auto.tiered(flow) {
+        "tiered"
+    } else if tiled::wide(flow) {
+        KernelForm::Tiled.name()
+    } else {
+        KernelForm::Interpreted.name()
+    }
+}
+
 /// The kernel chosen for one flow on one adapter, and what the user should hear about it.
 pub struct Choice {
     /// The kernel the first chunk runs.
@@ -77,7 +90,8 @@ pub struct Choice {
     /// Tiered `Auto` ([`KernelForm::tiered`]): the unrolled kernel, built on a background
     /// thread while `source` (interpreted) runs, and run from the first chunk after its build.
     pub upgrade: Option<KernelSource>,
-    /// Said before the first chunk, e.g. that a large unrolled kernel compiles for a minute.
+    /// Said before the first chunk, e.g. that a large unrolled kernel compiles for a minute, or
+    /// why `Auto` runs a wide model tiled (or could not).
     pub note: Option<String>,
 }
 
@@ -98,22 +112,37 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
         )));
     }
     let hardware = !llvmpipe && !is_cpu_adapter(info);
+    let mut note = None;
     let (source, upgrade) = if requested.tiered(flow) {
         (interpreter::generate(flow), Some(unrolled::generate(flow)))
     } else if requested == KernelForm::Auto && form == KernelForm::Interpreted && hardware && tiled::wide(flow) {
         // tiled where a tile fits the adapter's workgroup memory, else interpreted
-        (tiled::generate(flow, limits, &info.name).unwrap_or_else(|_| interpreter::generate(flow)), None)
+        let widest = tiled::widest_net(flow);
+        match tiled::generate(flow, limits, &info.name) {
+            Ok(source) => {
+                note = Some(format!(
+                    "tiled kernel: nets {widest} wide on a hardware GPU, {}-row tiles in its {} KiB of workgroup memory",
+                    source.group_rows,
+                    limits.max_compute_workgroup_storage_size >> 10
+                ));
+                (source, None)
+            }
+            Err(e) => {
+                note = Some(format!("interpreted kernel: nets {widest} wide, but {e}"));
+                (interpreter::generate(flow), None)
+            }
+        }
     } else {
         (generate(flow, form, limits, &info.name)?, None)
     };
     for source in std::iter::once(&source).chain(&upgrade) {
         check_limits(source, info, limits, llvmpipe)?;
     }
-    let note = (form == KernelForm::Unrolled && operations > unrolled::MAX_OPERATIONS).then(|| {
-        format!(
+    if form == KernelForm::Unrolled && operations > unrolled::MAX_OPERATIONS {
+        note = Some(format!(
             "the unrolled kernel has {operations} operations per row; the first chunk waits for its compile (lavapipe: about a minute for 80k; cached for later runs)"
-        )
-    });
+        ));
+    }
     Ok(Choice { source, upgrade, note })
 }
 
