@@ -27,12 +27,10 @@ var<workgroup> tile: array<vec4<f32>, SCRATCH * WG / 4u>;
 // The invocation's row within the tile (local_invocation_index); lanes WG.. have no row.
 var<private> lane: u32;
 
+// (No early return: Mesa's llvmpipe counts those towards its loop limiter.)
 fn scratch(i: u32) -> f32 {
-    let e = i * WG + lane;
-    if lane >= WG {
-        return 0.0;
-    }
-    return tile[e / 4u][e % 4u];
+    let e = i * WG + min(lane, WG - 1u);
+    return select(0.0, tile[e / 4u][e % 4u], lane < WG);
 }
 
 fn set_scratch(i: u32, x: f32) {

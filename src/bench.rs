@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuReference;
 use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
 use crate::error::Result;
-use crate::gpu::{self, GpuEngine, GpuOptions};
+use crate::gpu::{self, GpuEngine, GpuOptions, KernelForm};
 use crate::model::Flow;
 use crate::native::{self, NativeEngine};
 use crate::real::{Io, Real};
@@ -132,7 +132,8 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         };
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
         // steady state: the form a tiered run settles on, compiled in the warm-up
-        let gpu = GpuOptions { kernel: options.gpu.kernel.resolve(&flow), ..options.gpu };
+        let kernel = if options.gpu.kernel.tiered(&flow) { KernelForm::Unrolled } else { options.gpu.kernel };
+        let gpu = GpuOptions { kernel, ..options.gpu };
         match GpuEngine::new(flow.clone(), adapter, &gpu) {
             Ok(engine) => {
                 let target = Target { engine: &engine, driver, fma, chunk_rows: Some(engine.chunk_rows()) };

@@ -58,8 +58,8 @@ def load(path: PathLike, device: str = "auto", kernel: str = "auto", threads: Op
     of :func:`devices`), ``"all"`` (every adapter). kernel: the GPU kernel form, ``"auto"``
     (tiered for models of up to 20,000 operations per row: the interpreter while the unrolled
     kernel builds, then unrolled; rows agree within float32 rounding either way; larger models
-    with nets 64 or more wide run tiled on hardware GPUs), ``"interpreted"``, ``"unrolled"`` or
-    ``"tiled"`` (fix one for bit-identical reruns; tiled rows equal interpreted ones). threads: CPU threads of the native and
+    run tiled), ``"interpreted"``, ``"unrolled"`` or ``"tiled"`` (fix one for bit-identical
+    reruns; tiled rows equal interpreted ones). threads: CPU threads of the native and
     reference engines (default: one per core).
     """
     return Flow._open(_realnvp.Model.load(os.fspath(path)), device, kernel, threads)
@@ -188,7 +188,7 @@ class Flow:
     @property
     def info(self) -> Dict[str, Any]:
         """dim, base, layers (kinds, data→latent), parameters, flops_per_row (log p), gpu_kernel
-        (what ``kernel="auto"`` runs: ``"tiered"``, ``"tiled"`` (on hardware GPUs; interpreted on lavapipe) or ``"interpreted"``), features (the data features' names, or None),
+        (what ``kernel="auto"`` runs: ``"tiered"`` or ``"tiled"``), features (the data features' names, or None),
         engine, dtype, note (e.g. why ``auto`` chose this engine)."""
         info = json.loads(self._engine.model.info_json())
         info.update(engine=self.engine, dtype=str(self.dtype), note=self._engine.note)

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use realnvp::device::open_engine;
 use realnvp::engine::{LogLikelihoodSum, Pass};
 use realnvp::format::TensorDtype;
-use realnvp::gpu::{kernel, GpuOptions, KernelForm};
+use realnvp::gpu::{GpuOptions, KernelForm};
 use realnvp::model::{Base, Flow};
 use realnvp::pipeline::{self, StreamOptions};
 use realnvp::real::{Io, Real};
@@ -76,7 +76,7 @@ impl Model {
             layers: flow.layers.iter().map(|l| l.kind()).collect(),
             parameters: flow.parameter_count(),
             flops_per_row: flow.flops_per_row(),
-            gpu_kernel: kernel::auto_name(flow),
+            gpu_kernel: if KernelForm::Auto.tiered(flow) { "tiered" } else { KernelForm::Auto.resolve(flow).name() },
             features: flow.features.as_deref(),
         };
         json(&info)

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use realnvp::gpu::kernel::{self, tiled, unrolled};
+use realnvp::gpu::kernel::unrolled;
+use realnvp::gpu::KernelForm;
 use realnvp::model::{Base, Conditioner, Flow, Layer, ScaleFn};
 
 #[derive(clap::Args)]
@@ -32,19 +33,17 @@ fn describe(flow: &Flow) -> String {
     out += &format!("layers           {}\n", flow.layers.len());
     out += &format!("parameters       {}\n", flow.parameter_count());
     out += &format!("FLOPs per row    {} (log p, mask-pruned)\n", flow.flops_per_row());
-    let default = match kernel::auto_name(flow) {
-        "tiered" => "tiered (interpreted while the unrolled kernel builds, then unrolled)",
-        "tiled" => "tiled on hardware GPUs, interpreted on CPU adapters (lavapipe)",
-        name => name,
+    let default = if KernelForm::Auto.tiered(flow) {
+        "tiered (interpreted while the unrolled kernel builds, then unrolled)"
+    } else {
+        "tiled (interpreted where the adapter's workgroup memory holds no tile)"
     };
     out += &format!(
-        "GPU kernel       {default} by default (--kernel auto: tiered up to {} operations per row, this model has {}: {} multiply-adds and {} per layer; larger models tiled when their nets are {} wide or more, this model's widest: {})\n",
+        "GPU kernel       {default} by default (--kernel auto: tiered up to {} operations per row, this model has {}: {} multiply-adds and {} per layer)\n",
         unrolled::MAX_OPERATIONS,
         unrolled::operations(flow),
         unrolled::multiply_adds(flow),
         flow.dim as u64 + unrolled::LAYER_OVERHEAD,
-        tiled::WIDE,
-        tiled::widest_net(flow),
     );
     out += "\n  #  kind                details                                             params    FLOPs/row\n";
     for (i, layer) in flow.layers.iter().enumerate() {

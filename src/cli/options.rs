@@ -45,11 +45,11 @@ pub struct Common {
 #[derive(clap::Args, Clone, Copy)]
 pub struct KernelArg {
     /// GPU kernel: auto (up to 20,000 operations per row, see `realnvp info`: tiered, the interpreter
-    /// while the unrolled kernel builds, then unrolled; larger models with nets 64 or more wide:
-    /// tiled on hardware GPUs; else interpreted), interpreted, unrolled (fastest on small models;
-    /// compile time grows with the model), tiled (a workgroup runs a tile of rows' nets together;
-    /// same rows as interpreted). auto may switch forms mid-run: results agree within float32
-    /// rounding; fix the form for bit-identical reruns.
+    /// while the unrolled kernel builds, then unrolled; larger models tiled), interpreted,
+    /// unrolled (fastest on small models; compile time grows with the model), tiled (a workgroup
+    /// runs the nets of a tile of rows together; the same rows as interpreted). auto may switch
+    /// forms mid-run: results agree within float32 rounding; fix the form for bit-identical
+    /// reruns.
     #[arg(long, default_value = "auto")]
     pub kernel: KernelForm,
 }

@@ -9,13 +9,13 @@
 //! - **unrolled** ([`unrolled`]): straight-line code with the parameters as literals,
 //!   for small models (much faster where storage loads are expensive, e.g. lavapipe);
 //! - **tiled** ([`tiled`]): the interpreter with a workgroup's tile of rows running its
-//!   conditioner nets together from workgroup memory, for wide nets on hardware GPUs.
+//!   conditioner nets together from workgroup memory (same rows as interpreted, 2–2.5× faster
+//!   on lavapipe; the design fast GPU MLP kernels use).
 //!
 //! `Auto` runs **tiered** for every model it unrolls ([`KernelForm::tiered`]): the
 //! interpreter, quick to build, runs the first chunks while the unrolled kernel builds on a
 //! background thread; the engine switches at a chunk boundary ([`Choice::upgrade`]). Larger
-//! models run tiled on hardware GPUs when their nets are wide ([`tiled::WIDE`]), else
-//! interpreted.
+//! models run tiled, or interpreted where the adapter's workgroup memory holds no tile.
 //!
 //! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
 //! the identity (b = 1) features and the last Linear only the rows of the outputs that are
@@ -33,7 +33,7 @@ pub use source::{KernelForm, KernelSource, MATH_WGSL, PHILOX_WGSL, TEMPLATE};
 use crate::error::{Error, Result};
 use crate::model::Flow;
 
-use super::adapter::{is_cpu_adapter, is_llvmpipe};
+use super::adapter::is_llvmpipe;
 
 pub use abi::WORKGROUP_ROWS;
 
@@ -51,12 +51,12 @@ pub fn generate(flow: &Flow, form: KernelForm, limits: &wgpu::Limits, adapter_na
 }
 
 impl KernelForm {
-    /// The form `flow` settles on whatever the adapter (resolves `Auto` by size; a tiered run
-    /// starts interpreted; on a hardware GPU [`choose`] may run a wide `Interpreted` tiled).
+    /// The form `flow` settles on (resolves `Auto` by size; a tiered run starts interpreted;
+    /// [`choose`] runs `Auto`'s `Tiled` interpreted on an adapter without room for a tile).
     pub fn resolve(self, flow: &Flow) -> KernelForm {
         match self {
             KernelForm::Auto if unrolled::fits(flow) => KernelForm::Unrolled,
-            KernelForm::Auto => KernelForm::Interpreted,
+            KernelForm::Auto => KernelForm::Tiled,
             form => form,
         }
     }
@@ -70,19 +70,6 @@ impl KernelForm {
     }
 }
 
-/// What `--kernel auto` runs for `flow` ([`choose`] decides per adapter): `"tiered"` (models
-/// it unrolls), `"tiled"` (wide nets: on hardware GPUs with room for a tile; interpreted on CPU
-/// adapters such as lavapipe), or `"interpreted"`.
-pub fn auto_name(flow: &Flow) -> &'static str {
-    if KernelForm::Auto.tiered(flow) {
-        "tiered"
-    } else if tiled::wide(flow) {
-        KernelForm::Tiled.name()
-    } else {
-        KernelForm::Interpreted.name()
-    }
-}
-
 /// The kernel chosen for one flow on one adapter, and what the user should hear about it.
 pub struct Choice {
     /// The kernel the first chunk runs.
@@ -91,13 +78,13 @@ pub struct Choice {
     /// thread while `source` (interpreted) runs, and run from the first chunk after its build.
     pub upgrade: Option<KernelSource>,
     /// Said before the first chunk, e.g. that a large unrolled kernel compiles for a minute, or
-    /// why `Auto` runs a wide model tiled (or could not).
+    /// why `Auto` runs a model interpreted rather than tiled.
     pub note: Option<String>,
 }
 
 /// The one place that decides the kernel for `flow` on an adapter: resolves `requested`
-/// (`Auto` by model size, tiered when it unrolls, tiled for wide nets on hardware GPUs when a
-/// tile fits), refuses what the adapter cannot run (llvmpipe's compile time for very large
+/// (`Auto` by model size: tiered when it unrolls, else tiled where a tile fits, else
+/// interpreted), refuses what the adapter cannot run (llvmpipe's compile time for very large
 /// unrolled kernels and its loop limiter; the storage binding size; workgroup memory) with an
 /// error that says what to do instead, and generates the sources.
 pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requested: KernelForm) -> Result<Choice> {
@@ -111,24 +98,15 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
             unrolled::LLVMPIPE_MAX_OPERATIONS
         )));
     }
-    let hardware = !llvmpipe && !is_cpu_adapter(info);
     let mut note = None;
     let (source, upgrade) = if requested.tiered(flow) {
         (interpreter::generate(flow), Some(unrolled::generate(flow)))
-    } else if requested == KernelForm::Auto && form == KernelForm::Interpreted && hardware && tiled::wide(flow) {
+    } else if requested == KernelForm::Auto && form == KernelForm::Tiled {
         // tiled where a tile fits the adapter's workgroup memory, else interpreted
-        let widest = tiled::widest_net(flow);
         match tiled::generate(flow, limits, &info.name) {
-            Ok(source) => {
-                note = Some(format!(
-                    "tiled kernel: nets {widest} wide on a hardware GPU, {}-row tiles in its {} KiB of workgroup memory",
-                    source.group_rows,
-                    limits.max_compute_workgroup_storage_size >> 10
-                ));
-                (source, None)
-            }
+            Ok(source) => (source, None),
             Err(e) => {
-                note = Some(format!("interpreted kernel: nets {widest} wide, but {e}"));
+                note = Some(format!("interpreted kernel: {e}"));
                 (interpreter::generate(flow), None)
             }
         }

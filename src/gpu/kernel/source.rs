@@ -30,7 +30,8 @@ pub const PHILOX_WGSL: &str = include_str!("../../../shaders/philox.wgsl");
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KernelForm {
     /// Tiered when the model has at most `unrolled::MAX_OPERATIONS` operations per row
-    /// (interpreted while the unrolled kernel builds, then unrolled), else interpreted.
+    /// (interpreted while the unrolled kernel builds, then unrolled), else tiled (interpreted
+    /// where the adapter's workgroup memory holds no tile).
     #[default]
     Auto,
     /// The plan interpreter (any model).
@@ -38,7 +39,7 @@ pub enum KernelForm {
     /// Straight-line code with literal parameters (compile time grows with the model).
     Unrolled,
     /// The plan interpreter with the conditioner nets evaluated by a workgroup's tile of rows
-    /// together (src/gpu/kernel/tiled.rs): for wide nets on hardware GPUs.
+    /// together (src/gpu/kernel/tiled.rs); the same rows as `Interpreted`, faster.
     Tiled,
 }
 

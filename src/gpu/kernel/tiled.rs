@@ -1,4 +1,4 @@
-//! The tiled kernel form, for wide conditioner nets on hardware GPUs: the plan interpreter
+//! The tiled kernel form, `--kernel auto`'s choice for every model it does not unroll: the plan interpreter
 //! (same plan, same arithmetic per output) whose workgroup evaluates the nets of a tile of
 //! rows together, activations in workgroup memory and 4-row × BLOCK-output register blocks per
 //! invocation (`shaders/interpreter_tiles.wgsl`). This file picks the tile for an adapter's
@@ -8,20 +8,15 @@
 //! memory (spilled to local memory on GPUs for nets 64 wide and more) and loads every weight
 //! once per multiply-add. A tile loads each weight once per 4 rows and each activation once per
 //! BLOCK outputs, from on-chip memory; its expected speed on an H200 and Apple M-series GPUs
-//! is worked out as a roofline in BENCHMARKS.md. On lavapipe, whose workgroup-memory accesses
-//! run lane by lane, it is slower than the row interpreter, so `--kernel auto` picks it on
-//! hardware GPUs only.
+//! is worked out as a roofline in BENCHMARKS.md. On lavapipe it runs 2–2.5× the row
+//! interpreter's rows/s (d16, d64 and narrow deep nets, BENCHMARKS.md 2026-12-01 session 4).
 
 use crate::error::{Error, Result};
-use crate::model::{Flow, Layer};
+use crate::model::Flow;
 
 use super::abi::{MIN_WORKGROUP_ROWS, WORKGROUP_ROWS};
 use super::interpreter;
 use super::source::KernelSource;
-
-/// Hidden width (outputs of a conditioner net's widest Linear) from which `--kernel auto`
-/// picks the tiled form on a hardware GPU for a model it does not unroll.
-pub const WIDE: usize = 64;
 
 /// Invocations per workgroup: two 32-wide SIMD groups (NVIDIA warps, Apple SIMD groups) or
 /// one 64-wide wave (AMD), whatever the tile, so that the nets' register blocks fill them.
@@ -30,24 +25,6 @@ pub const INVOCATIONS: usize = 64;
 /// Tile sizes tried, largest first: a larger tile shares each weight load among more rows.
 /// Each divides [`WORKGROUP_ROWS`], is at least [`MIN_WORKGROUP_ROWS`] and at most [`INVOCATIONS`].
 const TILE_ROWS: [usize; 4] = [64, 32, 16, MIN_WORKGROUP_ROWS];
-
-/// Outputs of the widest Linear of any conditioner net, mask-pruned.
-pub fn widest_net(flow: &Flow) -> usize {
-    let mut widest = 0;
-    for layer in &flow.layers {
-        if let Layer::Coupling(c) = layer {
-            for net in c.pruned_conditioner().nets {
-                widest = widest.max(net.linears.iter().map(|l| l.outputs).max().unwrap_or(0));
-            }
-        }
-    }
-    widest
-}
-
-/// Whether `--kernel auto` would run `flow` tiled on a hardware GPU (nets [`WIDE`] or wider).
-pub fn wide(flow: &Flow) -> bool {
-    widest_net(flow) >= WIDE
-}
 
 /// Bytes of workgroup memory a tile of `rows` rows needs: the scratch of every row plus the
 /// log p reduction's (shaders/flow.wgsl: WG + WG + RED + RED floats, RED ≤ 16).
