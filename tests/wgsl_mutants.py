@@ -35,7 +35,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHADERS = ["shaders/math.wgsl", "shaders/flow.wgsl", "shaders/interpreter.wgsl", "shaders/philox.wgsl"]
+SHADERS = [
+    "shaders/math.wgsl",
+    "shaders/flow.wgsl",
+    "shaders/rows.wgsl",
+    "shaders/interpreter.wgsl",
+    "shaders/interpreter_rows.wgsl",
+    "shaders/interpreter_tiles.wgsl",
+    "shaders/philox.wgsl",
+]
 
 # (name, pattern, replacement function); patterns see only the code part of a line
 OPERATORS = [
