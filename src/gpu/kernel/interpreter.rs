@@ -15,7 +15,7 @@ use super::source::{
 /// The plan interpreter's layers (`flow_to_latent`, `flow_to_data` for any model) over the
 /// scratch and nets of one of the two bodies below.
 const INTERPRETER: &str = include_str!("../../../shaders/interpreter.wgsl");
-/// Scratch private to each row, nets run per row; with the row entry points.
+/// Scratch private to each row, nets run per row (entry points: [`ROW_ENTRIES`]).
 const ROWS: &str = include_str!("../../../shaders/interpreter_rows.wgsl");
 /// Scratch of the workgroup's tile, nets run by the tile together; with its entry points.
 const TILES: &str = include_str!("../../../shaders/interpreter_tiles.wgsl");

@@ -4,7 +4,7 @@
 //!
 //! - **interpreted** (`shaders/interpreter.wgsl`): one loop over layers and one MLP routine
 //!   read a layer plan (u32) and packed parameters (f32) built here, so the shader's size and
-//!   compile time do not depend on the model; only D, the scratch width and the base are
+//!   compile time do not depend on the model; only D, the scratch layout and the base are
 //!   baked in as constants; one row per invocation;
 //! - **unrolled** ([`unrolled`]): straight-line code with the parameters as literals,
 //!   for small models (much faster where storage loads are expensive, e.g. lavapipe);
@@ -17,7 +17,7 @@
 //! background thread; the engine switches at a chunk boundary ([`Choice::upgrade`]). Larger
 //! models run tiled, or interpreted where the adapter's workgroup memory holds no tile.
 //!
-//! Coupling nets are mask-pruned in both forms: the first Linear keeps only the columns of
+//! Coupling nets are mask-pruned in every form: the first Linear keeps only the columns of
 //! the identity (b = 1) features and the last Linear only the rows of the outputs that are
 //! used, so masked-out products are never computed. Every coupling's conditioner output is
 //! normalised to `[shifts (d_tr), scale inputs (d_tr)]` whatever its conditioner and layout.
@@ -106,7 +106,7 @@ pub fn choose(flow: &Flow, info: &wgpu::AdapterInfo, limits: &wgpu::Limits, requ
         match tiled::generate(flow, limits, &info.name) {
             Ok(source) => (source, None),
             Err(e) => {
-                note = Some(format!("interpreted kernel: {e}"));
+                note = Some(format!("running the interpreted kernel, not the tiled one: {e}"));
                 (interpreter::generate(flow), None)
             }
         }
