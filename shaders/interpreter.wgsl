@@ -82,6 +82,37 @@ fn scale(u: f32, kind: u32, p: u32, k: u32, forward: bool) -> vec2<f32> {
 
 // ---- the flow ----
 
+// Step k (one Linear) of the net record at plan[net] (layout above).
+struct Step {
+    n_in: u32,
+    n_out: u32,
+    w: u32,
+    b: u32,
+    src: u32,
+    dst: u32,
+    pre: u32,
+    post: u32,
+    accumulate: bool,
+}
+
+fn net_step(net: u32, k: u32) -> Step {
+    let r = net + 2u + 9u * k;
+    return Step(plan[r], plan[r + 1u], plan[r + 2u], plan[r + 3u], plan[r + 4u], plan[r + 5u], plan[r + 6u], plan[r + 7u], plan[r + 8u] != 0u);
+}
+
+// Where step `s` reads its inputs: `s.src`, or for a residual block's pre-activation this row's
+// inputs activated into slot C first.
+fn step_source(s: Step, slope: f32) -> u32 {
+    var src = s.src;
+    if s.pre != ACT_IDENTITY {
+        for (var i = 0u; i < s.n_in; i++) {
+            set_scratch(C_OFF + i, activate(scratch(s.src + i), s.pre, slope));
+        }
+        src = C_OFF;
+    }
+    return src;
+}
+
 // The stored affine map y = x·f + t goes data→latent when stored_to_latent; moving towards
 // the latent applies it, moving towards the data applies its inverse. Returns the log-det.
 fn coupling(rec: u32, to_latent: bool, acc: vec2<f32>) -> vec2<f32> {

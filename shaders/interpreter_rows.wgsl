@@ -21,22 +21,15 @@ fn run_mlp(net: u32) {
     let n_steps = plan[net];
     let slope = bitcast<f32>(plan[net + 1u]);
     for (var k = 0u; k < n_steps; k++) {
-        let rec = net + 2u + 9u * k;
-        let n_in = plan[rec];
-        let n_out = plan[rec + 1u];
-        let w = plan[rec + 2u];
-        let b = plan[rec + 3u];
-        var src = plan[rec + 4u];
-        let dst = plan[rec + 5u];
-        let pre = plan[rec + 6u];
-        let kind = plan[rec + 7u];
-        let accumulate = plan[rec + 8u] != 0u;
-        if pre != 6u {
-            for (var i = 0u; i < n_in; i++) {
-                buf[C_OFF + i] = activate(buf[src + i], pre, slope);
-            }
-            src = C_OFF;
-        }
+        let step = net_step(net, k);
+        let n_in = step.n_in;
+        let n_out = step.n_out;
+        let w = step.w;
+        let b = step.b;
+        let dst = step.dst;
+        let kind = step.post;
+        let accumulate = step.accumulate;
+        let src = step_source(step, slope);
         for (var o0 = 0u; o0 < n_out; o0 += BLOCK) {
             var a0 = 0.0;
             var c0 = 0.0;

@@ -57,23 +57,16 @@ fn run_mlp(net: u32) {
     let slope = bitcast<f32>(plan[net + 1u]);
     let row_blocks = WG / 4u;
     for (var k = 0u; k < n_steps; k++) {
-        let rec = net + 2u + 9u * k;
-        let n_in = plan[rec];
-        let n_out = plan[rec + 1u];
-        let w = plan[rec + 2u];
-        let b = plan[rec + 3u];
-        var src = plan[rec + 4u];
-        let dst = plan[rec + 5u];
-        let pre = plan[rec + 6u];
-        let kind = plan[rec + 7u];
-        let accumulate = plan[rec + 8u] != 0u;
-        if pre != ACT_IDENTITY {
-            // a residual block's pre-activation: each invocation its own row
-            for (var i = 0u; i < n_in; i++) {
-                set_scratch(C_OFF + i, activate(scratch(src + i), pre, slope));
-            }
-            src = C_OFF;
-        }
+        let step = net_step(net, k);
+        let n_in = step.n_in;
+        let n_out = step.n_out;
+        let w = step.w;
+        let b = step.b;
+        let dst = step.dst;
+        let kind = step.post;
+        let accumulate = step.accumulate;
+        // a residual block's pre-activation: each invocation its own row
+        let src = step_source(step, slope);
         // every row's inputs (the gather, the pre-activation or the previous step) are written
         workgroupBarrier();
         let n_blocks = row_blocks * (n_out / BLOCK);
