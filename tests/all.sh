@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 cargo test --release
 echo "[all.sh] $((SECONDS - start)) s: cargo test --release (build included)"
+start=$SECONDS
 # the criterion benches are not built by cargo test; keep them compiling
 cargo build --release --benches
-start=$SECONDS
 
 venv="${REALNVP_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then
