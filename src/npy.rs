@@ -1,10 +1,11 @@
-//! Chunked `.npy` input and atomic `.npy` output. Inputs are little-endian float32 or
-//! float64, C order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`); rows are handed
-//! out in the caller's precision (no conversion when it is the file's). Outputs go to a
-//! temporary file in the destination folder and are renamed into place only when complete.
+//! Chunked `.npy` input and atomic `.npy` output. Inputs are float32 or float64 of either
+//! byte order, in C or Fortran order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`);
+//! rows are handed out in the caller's precision (no conversion when it is the file's, in C
+//! order and little-endian). Outputs (little-endian, C order) go to a temporary file in the
+//! destination folder and are renamed into place only when complete.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray_npy::npy::header::{Header, Layout};
@@ -52,6 +53,12 @@ pub struct NpyReader {
     path: PathBuf,
     reader: BufReader<File>,
     dtype: NpyDtype,
+    /// Elements stored big-endian (`'>f4'`, `'>f8'`).
+    big_endian: bool,
+    /// Fortran (column-major) order: column c's N values lie together, at element c·N.
+    fortran: bool,
+    /// Byte offset of the first element.
+    data_start: u64,
     rows: usize,
     cols: usize,
     rows_read: usize,
@@ -79,18 +86,17 @@ impl NpyReader {
         let header = Header::from_reader(&mut reader).map_err(|e| data_err(format!("not a valid .npy file: {e}")))?;
         // '=' and no byte-order mark mean native order, which NumPy reads as the reading
         // machine's: little-endian on every machine this reader supports
-        let dtype = match &header.type_descriptor {
-            PyValue::String(s) if ["<f4", "=f4", "f4"].contains(&s.as_str()) => NpyDtype::F32,
-            PyValue::String(s) if ["<f8", "=f8", "f8"].contains(&s.as_str()) => NpyDtype::F64,
+        let (dtype, big_endian) = match &header.type_descriptor {
+            PyValue::String(s) if ["<f4", "=f4", "f4"].contains(&s.as_str()) => (NpyDtype::F32, false),
+            PyValue::String(s) if ["<f8", "=f8", "f8"].contains(&s.as_str()) => (NpyDtype::F64, false),
+            PyValue::String(s) if s == ">f4" => (NpyDtype::F32, true),
+            PyValue::String(s) if s == ">f8" => (NpyDtype::F64, true),
             other => {
                 return Err(data_err(format!(
-                    "dtype {other} is not supported; use little-endian float32 ('<f4') or float64 ('<f8') (NumPy: x.astype('<f4'))"
+                    "dtype {other} is not supported; use float32 or float64 ('<f4', '<f8', or big-endian '>f4', '>f8') (NumPy: x.astype('<f4'))"
                 )))
             }
         };
-        if header.layout == Layout::Fortran {
-            return Err(data_err("Fortran-order arrays are not supported; save a C-order array".into()));
-        }
         let (rows, cols) = match header.shape[..] {
             [rows, cols] => (rows, cols),
             [rows] => (rows, 1),
@@ -109,7 +115,19 @@ impl NpyReader {
                 dtype.descr()
             )));
         }
-        Ok(NpyReader { path: path.to_owned(), reader, dtype, rows, cols, rows_read: 0, bytes: Vec::new() })
+        Ok(NpyReader {
+            path: path.to_owned(),
+            reader,
+            dtype,
+            big_endian,
+            // a Fortran-order [N] or [N, 1] array is laid out as a C-order one
+            fortran: header.layout == Layout::Fortran && cols > 1,
+            data_start,
+            rows,
+            cols,
+            rows_read: 0,
+            bytes: Vec::new(),
+        })
     }
 
     /// Number of rows N.
@@ -128,31 +146,54 @@ impl NpyReader {
     }
 
     /// Reads up to `max_rows` further rows into `out` (cleared first) in precision `T`;
-    /// returns how many rows were read, 0 at the end. When `T` is the file's element type the
-    /// bytes are read straight into `out`.
+    /// returns how many rows were read, 0 at the end. When `T` is the file's element type, in
+    /// C order and little-endian, the bytes are read straight into `out`; a Fortran-order file
+    /// is read as one run of `n` values per column, then interleaved into rows.
     pub fn read_rows<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<usize> {
         let n = max_rows.min(self.rows - self.rows_read);
         let values = n * self.cols;
+        let size = self.dtype.size();
         out.clear();
-        if NpyDtype::of::<T>() == self.dtype && cfg!(target_endian = "little") {
+        if self.fortran {
+            self.bytes.resize(values * size, 0);
+            for c in 0..self.cols {
+                let first = (c as u64) * (self.rows as u64) + self.rows_read as u64;
+                let run = &mut self.bytes[c * n * size..(c + 1) * n * size];
+                self.reader
+                    .seek(SeekFrom::Start(self.data_start + first * size as u64))
+                    .and_then(|_| self.reader.read_exact(run))
+                    .map_err(|e| Error::io(&self.path, e))?;
+            }
+            let (bytes, cols, dtype, big_endian) = (&self.bytes, self.cols, self.dtype, self.big_endian);
+            out.extend((0..values).map(|k| {
+                let (row, col) = (k / cols, k % cols);
+                element::<T>(&bytes[(col * n + row) * size..][..size], dtype, big_endian)
+            }));
+        } else if NpyDtype::of::<T>() == self.dtype && !self.big_endian && cfg!(target_endian = "little") {
             out.resize(values, T::zero());
             self.reader.read_exact(bytemuck::cast_slice_mut(out)).map_err(|e| Error::io(&self.path, e))?;
         } else {
-            self.bytes.resize(values * self.dtype.size(), 0);
+            self.bytes.resize(values * size, 0);
             self.reader.read_exact(&mut self.bytes).map_err(|e| Error::io(&self.path, e))?;
-            match self.dtype {
-                NpyDtype::F32 => out.extend(
-                    self.bytes.chunks_exact(4).map(|b| T::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-                ),
-                NpyDtype::F64 => out.extend(
-                    self.bytes
-                        .chunks_exact(8)
-                        .map(|b| T::of(f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))),
-                ),
-            }
+            let (dtype, big_endian) = (self.dtype, self.big_endian);
+            out.extend(self.bytes.chunks_exact(size).map(|b| element::<T>(b, dtype, big_endian)));
         }
         self.rows_read += n;
         Ok(n)
+    }
+}
+
+/// One element of `dtype` from its bytes on disk, in precision `T`.
+fn element<T: Real>(b: &[u8], dtype: NpyDtype, big_endian: bool) -> T {
+    match dtype {
+        NpyDtype::F32 => {
+            let b = [b[0], b[1], b[2], b[3]];
+            T::from_f32(if big_endian { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) })
+        }
+        NpyDtype::F64 => {
+            let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+            T::of(if big_endian { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) })
+        }
     }
 }
 

@@ -157,15 +157,6 @@ fn zero_dimensional_array() {
     s.score_refused(&f, &["x0d.npy", "2-D", "[]"]);
 }
 
-/// Fortran order is refused (documented in README: save a C-order array; the Python package
-/// accepts any layout and copies).
-#[test]
-fn fortran_order() {
-    let s = Setup::new();
-    let f = s.write("xf.npy", &npy("<f4", true, "(5, 4)", &[0; 80]));
-    s.score_refused(&f, &["xf.npy", "Fortran", "C-order"]);
-}
-
 #[test]
 fn integer_dtype() {
     let s = Setup::new();
@@ -187,11 +178,51 @@ fn complex_dtype() {
     s.score_refused(&f, &["xc.npy", "'<c8'", "'<f4'"]);
 }
 
+/// Fortran-order and big-endian arrays (what `np.save` writes for `df.to_numpy()` of a float
+/// DataFrame, or for data from a big-endian source) read as the same rows as C-order
+/// little-endian ones, in chunks of 3 rows so that every column run after the first chunk
+/// starts mid-column.
 #[test]
-fn big_endian_dtype() {
+fn fortran_order_and_big_endian_arrays_read_the_same_rows() {
     let s = Setup::new();
-    let f = s.write("xb.npy", &npy(">f4", false, "(5, 4)", &[0; 80]));
-    s.score_refused(&f, &["xb.npy", "'>f4'", "little-endian"]);
+    let x = std::fs::read(s.path("x.npy")).unwrap();
+    let values: Vec<f32> = bytemuck::pod_collect_to_vec(&x[x.len() - 320..]);
+    let (rows, cols) = (20, 4);
+    let (m, reference) = (s.arg("m.safetensors"), s.arg("ref.npy"));
+    let score = |input: &str, output: &str| {
+        let out = run(&[
+            "score", "--model", &m, "--input", input, "--output", output, "--device", "cpu", "--chunk-rows", "3", "--quiet",
+        ]);
+        assert!(out.status.success(), "{input}: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(output).unwrap()
+    };
+    // the elements in C or Fortran order, as float32 or float64 bytes of either byte order
+    let bytes = |fortran: bool, f64_: bool, big: bool| -> Vec<u8> {
+        let order: Vec<usize> = if fortran {
+            (0..cols).flat_map(|c| (0..rows).map(move |r| r * cols + c)).collect()
+        } else {
+            (0..rows * cols).collect()
+        };
+        order
+            .into_iter()
+            .flat_map(|k| match (f64_, big) {
+                (false, false) => values[k].to_le_bytes().to_vec(),
+                (false, true) => values[k].to_be_bytes().to_vec(),
+                (true, false) => f64::from(values[k]).to_le_bytes().to_vec(),
+                (true, true) => f64::from(values[k]).to_be_bytes().to_vec(),
+            })
+            .collect()
+    };
+    let want = score(&s.arg("x.npy"), &reference);
+    for (name, descr, fortran) in [("f.npy", "<f4", true), ("b.npy", ">f4", false), ("fb.npy", ">f4", true)] {
+        let f = s.write(name, &npy(descr, fortran, "(20, 4)", &bytes(fortran, false, descr == ">f4")));
+        assert_eq!(score(&f, &s.arg("o.npy")), want, "{name}");
+    }
+    let want64 = score(&s.write("c64.npy", &npy("<f8", false, "(20, 4)", &bytes(false, true, false))), &reference);
+    for (name, descr, fortran) in [("f64.npy", "<f8", true), ("b64.npy", ">f8", false), ("fb64.npy", ">f8", true)] {
+        let f = s.write(name, &npy(descr, fortran, "(20, 4)", &bytes(fortran, true, descr == ">f8")));
+        assert_eq!(score(&f, &s.arg("o.npy")), want64, "{name}");
+    }
 }
 
 /// `'=f4'` and `'f4'` are native order, which NumPy reads as little-endian here: accepted, and
