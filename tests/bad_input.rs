@@ -191,7 +191,18 @@ fn fortran_order_and_big_endian_arrays_read_the_same_rows() {
     let (m, reference) = (s.arg("m.safetensors"), s.arg("ref.npy"));
     let score = |input: &str, output: &str| {
         let out = run(&[
-            "score", "--model", &m, "--input", input, "--output", output, "--device", "cpu", "--chunk-rows", "3", "--quiet",
+            "score",
+            "--model",
+            &m,
+            "--input",
+            input,
+            "--output",
+            output,
+            "--device",
+            "cpu",
+            "--chunk-rows",
+            "3",
+            "--quiet",
         ]);
         assert!(out.status.success(), "{input}: {}", String::from_utf8_lossy(&out.stderr));
         std::fs::read(output).unwrap()
