@@ -192,6 +192,20 @@ def test_score_file_is_the_cli_summary(models, cli, tmp_path):
         flow.score_file(tmp_path / "no-such.npy")
 
 
+def test_score_file_reads_fortran_order_and_big_endian_npy(models, tmp_path):
+    """np.save of a float DataFrame's to_numpy() (Fortran order), or of big-endian data: the
+    file scores as the same rows in memory, across chunk boundaries."""
+    path = models["d8_gelu_tanhexp"]
+    x = rows(3001, 8, seed=9).astype(np.float32)
+    flow = realnvp.load(path, device="native")
+    want = flow.log_prob(x)
+    for name, saved in [("f.npy", np.asfortranarray(x)), ("b.npy", x.astype(">f4")),
+                        ("fb.npy", np.asfortranarray(x.astype(">f4")))]:
+        np.save(tmp_path / name, saved)
+        flow.score_file(tmp_path / name, tmp_path / "lp.npy", chunk_rows=1000)
+        np.testing.assert_array_equal(np.load(tmp_path / "lp.npy"), want, err_msg=name)
+
+
 def test_score_file_reads_parquet_tables_and_directories(models, tmp_path):
     """A Parquet directory (features in two files, an id column kept) scores like the same rows
     in memory; a missing column is the CLI's error."""
