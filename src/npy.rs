@@ -55,6 +55,8 @@ pub struct NpyReader {
     dtype: NpyDtype,
     /// Elements stored big-endian (`'>f4'`, `'>f8'`).
     big_endian: bool,
+    /// Elements stored in this machine's byte order (then read without conversion).
+    native_order: bool,
     /// Fortran (column-major) order: column c's N values lie together, at element c·N.
     fortran: bool,
     /// Byte offset of the first element.
@@ -120,8 +122,8 @@ impl NpyReader {
             reader,
             dtype,
             big_endian,
-            // a Fortran-order [N] or [N, 1] array is laid out as a C-order one
-            fortran: header.layout == Layout::Fortran && cols > 1,
+            native_order: big_endian == cfg!(target_endian = "big"),
+            fortran: header.layout == Layout::Fortran,
             data_start,
             rows,
             cols,
@@ -147,7 +149,7 @@ impl NpyReader {
 
     /// Reads up to `max_rows` further rows into `out` (cleared first) in precision `T`;
     /// returns how many rows were read, 0 at the end. When `T` is the file's element type, in
-    /// C order and little-endian, the bytes are read straight into `out`; a Fortran-order file
+    /// C order and this machine's byte order, the bytes are read straight into `out`; a Fortran-order file
     /// is read as one run of `n` values per column, then interleaved into rows.
     pub fn read_rows<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<usize> {
         let n = max_rows.min(self.rows - self.rows_read);
@@ -169,7 +171,7 @@ impl NpyReader {
                 let (row, col) = (k / cols, k % cols);
                 element::<T>(&bytes[(col * n + row) * size..][..size], dtype, big_endian)
             }));
-        } else if NpyDtype::of::<T>() == self.dtype && !self.big_endian && cfg!(target_endian = "little") {
+        } else if NpyDtype::of::<T>() == self.dtype && self.native_order {
             out.resize(values, T::zero());
             self.reader.read_exact(bytemuck::cast_slice_mut(out)).map_err(|e| Error::io(&self.path, e))?;
         } else {
