@@ -1,7 +1,7 @@
 //! Chunked `.npy` input and atomic `.npy` output. Inputs are float32 or float64 of either
 //! byte order, in C or Fortran order, shape `[N, D]` (a 1-D `[N]` array reads as `[N, 1]`);
 //! rows are handed out in the caller's precision (no conversion when it is the file's, in C
-//! order and little-endian). Outputs (little-endian, C order) go to a temporary file in the
+//! order and this machine's byte order). Outputs (little-endian, C order) go to a temporary file in the
 //! destination folder and are renamed into place only when complete.
 
 use std::fs::File;
@@ -149,8 +149,8 @@ impl NpyReader {
 
     /// Reads up to `max_rows` further rows into `out` (cleared first) in precision `T`;
     /// returns how many rows were read, 0 at the end. When `T` is the file's element type, in
-    /// C order and this machine's byte order, the bytes are read straight into `out`; a Fortran-order file
-    /// is read as one run of `n` values per column, then interleaved into rows.
+    /// C order and this machine's byte order, the bytes are read straight into `out`; a
+    /// Fortran-order file is read as one run of `n` values per column, then interleaved into rows.
     pub fn read_rows<T: Real>(&mut self, max_rows: usize, out: &mut Vec<T>) -> Result<usize> {
         let n = max_rows.min(self.rows - self.rows_read);
         let values = n * self.cols;
