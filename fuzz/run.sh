@@ -3,7 +3,8 @@
 # cargo-fuzz would pass, minus its nightly-only sanitizer) and runs them from seed corpora made
 # of the repository's real files.
 #
-#   fuzz/run.sh                      every target for $FUZZ_SECONDS s (default 45; CI's smoke pass)
+#   fuzz/run.sh                      every target, $FUZZ_SECONDS s in all (default 180) shared
+#                                    equally (CI's smoke pass: 120 s, 30 s a target)
 #   fuzz/run.sh npy -runs=1000000    one target, libFuzzer options after it
 #
 # Corpora grow in fuzz/corpus/<target> (ignored by git); crashes land in fuzz/artifacts/.
@@ -48,5 +49,7 @@ run() { # target, libFuzzer options…
 if [ $# -gt 0 ]; then
   run "$@"
 else
-  for t in model_file state_dict npy parquet; do run "$t" -max_total_time="${FUZZ_SECONDS:-45}"; done
+  targets=(model_file state_dict npy parquet)
+  each=$(( ${FUZZ_SECONDS:-180} / ${#targets[@]} ))
+  for t in "${targets[@]}"; do run "$t" -max_total_time="$(( each > 0 ? each : 1 ))"; done
 fi

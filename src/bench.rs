@@ -13,9 +13,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuReference;
+use crate::device::GpuOptions;
 use crate::engine::{Engine, KernelStats, LogLikelihoodSum, Pass};
 use crate::error::Result;
-use crate::gpu::{self, GpuEngine, GpuOptions, KernelForm};
+#[cfg(feature = "gpu")]
+use crate::gpu::{self, GpuEngine, KernelForm};
 use crate::model::Flow;
 use crate::native::{self, NativeEngine};
 use crate::real::{Io, Real};
@@ -113,6 +115,31 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         let target = Target { engine: &engine, driver: None, fma: Some(fma), chunk_rows: Some(native::TILE_ROWS) };
         devices.push(time_device(&target, &x, options, progress));
     }
+    time_adapters(&flow, &x, options, progress, &mut devices);
+    if options.reference {
+        let engine = CpuReference::new(flow.clone());
+        let target = Target { engine: &engine, driver: None, fma: None, chunk_rows: None };
+        devices.push(time_device(&target, &x, options, progress));
+    }
+    BenchReport {
+        model: model.to_string(),
+        dim: flow.dim,
+        flops_per_row: flow.flops_per_row(),
+        rows: options.rows,
+        threads: rayon::current_num_threads(),
+        devices,
+    }
+}
+
+/// Times each of `options.adapters` (numbers of `realnvp devices`) into `devices`.
+#[cfg(feature = "gpu")]
+fn time_adapters(
+    flow: &Arc<Flow>,
+    x: &[f32],
+    options: &BenchOptions,
+    progress: &dyn Fn(&str),
+    devices: &mut Vec<DeviceReport>,
+) {
     let all = gpu::adapters(&gpu::instance());
     for &k in &options.adapters {
         let Some(adapter) = all.get(k) else {
@@ -132,28 +159,32 @@ pub fn run(flow: Arc<Flow>, model: &str, options: &BenchOptions, progress: &dyn 
         };
         progress(&format!("{label} FMA ceiling: {:.1} GFLOP/s", fma.unwrap_or(0.0)));
         // steady state: the form a tiered run settles on, compiled in the warm-up
-        let kernel = if options.gpu.kernel.tiered(&flow) { KernelForm::Unrolled } else { options.gpu.kernel };
+        let kernel = if options.gpu.kernel.tiered(flow) { KernelForm::Unrolled } else { options.gpu.kernel };
         let gpu = GpuOptions { kernel, ..options.gpu };
         match GpuEngine::new(flow.clone(), adapter, &gpu) {
             Ok(engine) => {
                 let target = Target { engine: &engine, driver, fma, chunk_rows: Some(engine.chunk_rows()) };
-                devices.push(time_device(&target, &x, options, progress))
+                devices.push(time_device(&target, x, options, progress))
             }
             Err(e) => devices.push(failed(label, e.to_string())),
         }
     }
-    if options.reference {
-        let engine = CpuReference::new(flow.clone());
-        let target = Target { engine: &engine, driver: None, fma: None, chunk_rows: None };
-        devices.push(time_device(&target, &x, options, progress));
-    }
-    BenchReport {
-        model: model.to_string(),
-        dim: flow.dim,
-        flops_per_row: flow.flops_per_row(),
-        rows: options.rows,
-        threads: rayon::current_num_threads(),
-        devices,
+}
+
+/// A build without the `gpu` feature: each requested adapter is a failed device.
+#[cfg(not(feature = "gpu"))]
+fn time_adapters(
+    _flow: &Arc<Flow>,
+    _x: &[f32],
+    options: &BenchOptions,
+    _progress: &dyn Fn(&str),
+    devices: &mut Vec<DeviceReport>,
+) {
+    for &k in &options.adapters {
+        devices.push(failed(
+            format!("gpu:{k}"),
+            "this build of realnvp has no GPU engine (the `gpu` feature was off)".into(),
+        ));
     }
 }
 

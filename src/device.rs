@@ -9,10 +9,22 @@ use std::sync::Arc;
 use crate::cpu::CpuReference;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::gpu::{self, GpuEngine, GpuOptions};
+#[cfg(feature = "gpu")]
+use crate::gpu::{self, GpuEngine};
 use crate::model::Flow;
 use crate::native::NativeEngine;
+#[cfg(feature = "gpu")]
 use crate::split::SplitEngine;
+
+/// The GPU engine's options ([`crate::gpu::GpuOptions`]).
+#[cfg(feature = "gpu")]
+pub use crate::gpu::GpuOptions;
+
+/// A build without the `gpu` feature has no GPU engine, and so no GPU options: `auto` opens
+/// the native engine, `gpu`, `gpu:N` and `all` are errors ([`open_engine`]).
+#[cfg(not(feature = "gpu"))]
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {}
 
 /// Which device to evaluate on, as given by `--device`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +91,7 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
     match device {
         Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
         Device::Native => Ok(Box::new(NativeEngine::new(flow))),
+        #[cfg(feature = "gpu")]
         Device::Auto | Device::Gpu(None) => {
             let adapters = gpu::adapters(&gpu::instance());
             match gpu::best_adapter(&adapters).map(|k| &adapters[k]) {
@@ -95,6 +108,7 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
                 None => Err(no_adapter()),
             }
         }
+        #[cfg(feature = "gpu")]
         Device::Gpu(Some(n)) => {
             let adapters = gpu::adapters(&gpu::instance());
             let a = adapters.get(*n).ok_or_else(|| {
@@ -102,6 +116,7 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
             })?;
             Ok(Box::new(GpuEngine::new(flow, a, options)?))
         }
+        #[cfg(feature = "gpu")]
         Device::All => {
             let adapters = gpu::adapters(&gpu::instance());
             if adapters.is_empty() {
@@ -112,6 +127,15 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
                 .map(|a| GpuEngine::new(flow.clone(), a, options).map(|e| Box::new(e) as Box<dyn Engine>))
                 .collect::<Result<Vec<_>>>()?;
             Ok(Box::new(SplitEngine::new(flow, engines)?))
+        }
+        #[cfg(not(feature = "gpu"))]
+        Device::Auto => Ok(Box::new(NativeEngine::new(flow).chosen_because("built without the gpu feature"))),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) | Device::All => {
+            let _ = options;
+            Err(Error::Gpu(format!(
+                "--device {device} needs the GPU engine, and this build of realnvp has none (the `gpu` feature was off); use --device native or cpu"
+            )))
         }
     }
 }

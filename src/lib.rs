@@ -43,6 +43,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod format;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod model;
 pub mod native;
