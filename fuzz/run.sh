@@ -3,8 +3,9 @@
 # cargo-fuzz would pass, minus its nightly-only sanitizer) and runs them from seed corpora made
 # of the repository's real files.
 #
-#   fuzz/run.sh                      every target, $FUZZ_SECONDS s in all (default 180) shared
-#                                    equally (CI's smoke pass: 120 s, 30 s a target)
+#   fuzz/run.sh                      every target for $FUZZ_SECONDS s (default 45; CI's smoke
+#                                    pass: 30), as many at a time as there are cores (each
+#                                    target is one single-threaded process)
 #   fuzz/run.sh npy -runs=1000000    one target, libFuzzer options after it
 #
 # Corpora grow in fuzz/corpus/<target> (ignored by git); crashes land in fuzz/artifacts/.
@@ -50,6 +51,22 @@ if [ $# -gt 0 ]; then
   run "$@"
 else
   targets=(model_file state_dict npy parquet)
-  each=$(( ${FUZZ_SECONDS:-180} / ${#targets[@]} ))
-  for t in "${targets[@]}"; do run "$t" -max_total_time="$(( each > 0 ? each : 1 ))"; done
+  jobs="$(nproc)"
+  logs="$(mktemp -d)"
+  pids=()
+  for t in "${targets[@]}"; do
+    # a free core for each running target; its output is printed when it ends
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    ( run "$t" -max_total_time="${FUZZ_SECONDS:-45}" > "$logs/$t.log" 2>&1 ) &
+    pids+=("$!")
+  done
+  status=0
+  for k in "${!targets[@]}"; do
+    rc=0
+    wait "${pids[$k]}" || rc=$?
+    cat "$logs/${targets[$k]}.log"
+    if [ "$rc" != 0 ]; then echo "error: fuzz target ${targets[$k]} failed (exit $rc): a crash is in fuzz/artifacts/" >&2; status=1; fi
+  done
+  rm -rf "$logs"
+  exit "$status"
 fi
