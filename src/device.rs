@@ -37,7 +37,8 @@ pub enum Device {
     Auto,
     /// The best GPU adapter, or adapter number N from `realnvp devices`.
     Gpu(Option<usize>),
-    /// Every adapter, the batch split between them.
+    /// Every distinct hardware GPU once, the batch split between them; the native engine
+    /// where there is none ([`open_engine`]).
     All,
 }
 
@@ -86,7 +87,9 @@ impl Flow {
 ///   such as lavapipe run the WGSL kernels about 100× slower than native code, BENCHMARKS.md);
 /// - `gpu`: the best adapter of any type (error if there is none); `gpu:N`: adapter N of
 ///   `realnvp devices`;
-/// - `all`: every adapter, batches split between them in proportion to their speed.
+/// - `all`: every distinct hardware GPU once, through its best backend
+///   ([`gpu::merged_into`]), batches split between them in proportion to their speed; the
+///   native engine where the only adapters are CPU emulations or there are none.
 pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Result<Box<dyn Engine>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuReference::new(flow))),
@@ -97,13 +100,13 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
             match gpu::best_adapter(&adapters).map(|k| &adapters[k]) {
                 Some(a) if *device == Device::Auto && gpu::is_cpu_adapter(&a.get_info()) => {
                     Ok(Box::new(NativeEngine::new(flow).chosen_because(format!(
-                        "no hardware GPU; native code is faster than the CPU-emulated {}",
+                        "auto: no hardware GPU; native code is faster than the CPU-emulated {}",
                         a.get_info().name
                     ))))
                 }
                 Some(a) => Ok(Box::new(GpuEngine::new(flow, a, options)?)),
                 None if *device == Device::Auto => {
-                    Ok(Box::new(NativeEngine::new(flow).chosen_because("no GPU adapter found")))
+                    Ok(Box::new(NativeEngine::new(flow).chosen_because("auto: no GPU adapter found")))
                 }
                 None => Err(no_adapter()),
             }
@@ -119,17 +122,29 @@ pub fn open_engine(flow: Arc<Flow>, device: &Device, options: &GpuOptions) -> Re
         #[cfg(feature = "gpu")]
         Device::All => {
             let adapters = gpu::adapters(&gpu::instance());
-            if adapters.is_empty() {
-                return Err(no_adapter());
+            let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+            let merged = gpu::merged_into(&infos);
+            let hardware: Vec<usize> =
+                (0..adapters.len()).filter(|&k| merged[k].is_none() && !gpu::is_cpu_adapter(&infos[k])).collect();
+            if hardware.is_empty() {
+                return Ok(Box::new(NativeEngine::new(flow).chosen_because(if infos.is_empty() {
+                    "all: no GPU adapter".to_owned()
+                } else {
+                    let names: Vec<String> = infos.iter().map(|i| format!("{} ({:?})", i.name, i.backend)).collect();
+                    format!(
+                        "all: the only adapters are CPU emulations ({}), and native code is faster",
+                        names.join(", ")
+                    )
+                })));
             }
-            let engines = adapters
+            let engines = hardware
                 .iter()
-                .map(|a| GpuEngine::new(flow.clone(), a, options).map(|e| Box::new(e) as Box<dyn Engine>))
+                .map(|&k| GpuEngine::new(flow.clone(), &adapters[k], options).map(|e| Box::new(e) as Box<dyn Engine>))
                 .collect::<Result<Vec<_>>>()?;
             Ok(Box::new(SplitEngine::new(flow, engines)?))
         }
         #[cfg(not(feature = "gpu"))]
-        Device::Auto => Ok(Box::new(NativeEngine::new(flow).chosen_because("built without the gpu feature"))),
+        Device::Auto => Ok(Box::new(NativeEngine::new(flow).chosen_because("auto: built without the gpu feature"))),
         #[cfg(not(feature = "gpu"))]
         Device::Gpu(_) | Device::All => {
             let _ = options;

@@ -134,6 +134,13 @@ enum ActivationName {
 
 /// Parses and validates a model from the bytes of a `.safetensors` file.
 pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
+    flow_and_dtype_from_bytes(bytes).map(|(flow, _)| flow)
+}
+
+/// [`flow_from_bytes`], and the precision its parameters were stored in: float64 if any
+/// tensor is, else float32 (a flow without tensors: float64), so that a model loaded and saved
+/// again keeps its file's precision.
+pub fn flow_and_dtype_from_bytes(bytes: &[u8]) -> Result<(Flow, TensorDtype)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
     let (_, metadata) =
         SafeTensors::read_metadata(bytes).map_err(|e| Error::Model(format!("not a valid safetensors file: {e}")))?;
@@ -148,7 +155,8 @@ pub fn flow_from_bytes(bytes: &[u8]) -> Result<Flow> {
     let flow = build_flow(&config, &mut tensors)?;
     flow.validate()?;
     tensors.ensure_all_used()?;
-    Ok(flow)
+    let all_f32 = !st.is_empty() && st.tensors().iter().all(|(_, view)| view.dtype() == Dtype::F32);
+    Ok((flow, if all_f32 { TensorDtype::F32 } else { TensorDtype::F64 }))
 }
 
 fn build_flow(config: &Config, tensors: &mut TensorStore) -> Result<Flow> {
@@ -349,9 +357,15 @@ pub fn flow_to_bytes(flow: &Flow, dtype: TensorDtype) -> Result<Vec<u8>> {
 impl Flow {
     /// Reads and validates a model file.
     pub fn load(path: impl AsRef<Path>) -> Result<Flow> {
+        Flow::load_with_dtype(path).map(|(flow, _)| flow)
+    }
+
+    /// [`Flow::load`], and the precision of the file's parameters
+    /// ([`flow_and_dtype_from_bytes`]): what a save of the same model keeps.
+    pub fn load_with_dtype(path: impl AsRef<Path>) -> Result<(Flow, TensorDtype)> {
         let path = path.as_ref();
         let bytes = read_regular_file(path)?;
-        flow_from_bytes(&bytes).map_err(|e| match e {
+        flow_and_dtype_from_bytes(&bytes).map_err(|e| match e {
             Error::Model(reason) => Error::ModelFile { path: path.to_owned(), reason },
             other => other,
         })

@@ -123,21 +123,22 @@ impl OpenFile {
         Ok(OpenFile { builder, schema, rows })
     }
 
-    /// Column `name`'s index and field, or an error naming the file's columns.
+    /// Column `name`'s index and field, or an error naming the file's columns; a name the
+    /// file holds more than once is an error too (which column would be meant?).
     fn field(&self, path: &Path, name: &str) -> Result<(usize, &Field)> {
-        self.schema
-            .fields()
-            .iter()
-            .enumerate()
-            .find(|(_, f)| f.name() == name)
-            .map(|(i, f)| (i, f.as_ref()))
-            .ok_or_else(|| {
+        let data_err = |reason: String| Error::Data { path: path.to_owned(), reason };
+        let mut matches = self.schema.fields().iter().enumerate().filter(|(_, f)| f.name() == name);
+        match (matches.next(), matches.count()) {
+            (Some((i, f)), 0) => Ok((i, f.as_ref())),
+            (Some(_), more) => Err(data_err(format!(
+                "the file has {} columns named {name:?}; rename them apart so that the column meant is unambiguous",
+                more + 1
+            ))),
+            (None, _) => {
                 let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
-                Error::Data {
-                    path: path.to_owned(),
-                    reason: format!("no column {name:?}; the file has {}", names.join(", ")),
-                }
-            })
+                Err(data_err(format!("no column {name:?}; the file has {}", names.join(", "))))
+            }
+        }
     }
 
     /// Its batches of `batch_rows` rows of the columns named `names`.

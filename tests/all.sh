@@ -20,11 +20,14 @@ venv="${REALNVP_VENV:-.venv}"
 # the Python packages the tests need, installed while cargo compiles (network and unpacking
 # against the compiler's CPU); its output is shown if it fails
 (
+  venv_start=$SECONDS
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" || { echo "error: python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
   fi
   "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -r python/tests/requirements.txt "maturin>=1.9,<2"
+  # --no-compile: no .pyc for the thousands of modules the tests never import (torch's)
+  "$venv/bin/python" -m pip install -q --no-compile -r python/tests/requirements.txt "maturin>=1.9,<2"
+  echo "[all.sh] $((SECONDS - venv_start)) s: the venv's packages installed (in the background)"
 ) > "$work/venv.log" 2>&1 < /dev/null &
 venv_pid=$!
 trap 'kill "$venv_pid" 2> /dev/null || true; rm -rf "$work"' EXIT
@@ -51,7 +54,8 @@ if ! wait "$venv_pid"; then
   echo "error: setting up the Python environment in $venv failed (above)" >&2
   exit 1
 fi
-echo "[all.sh] $((SECONDS - start)) s: waited for the venv (made in the background)"
+tail -n 1 "$work/venv.log"
+echo "[all.sh] $((SECONDS - start)) s: waited for the venv"
 start=$SECONDS
 py="$venv/bin/python"
 # the wheel, built once in target/release beside the tests' build, and installed as a user's would be

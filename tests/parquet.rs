@@ -252,6 +252,47 @@ fn bad_parquet_input_is_a_clear_error_that_writes_nothing() {
     assert!(err.to_string().contains("--columns and --keep apply to Parquet input"), "{err}");
 }
 
+/// Issue #31: a table with two columns of one name was read without a word (the first one):
+/// a feature or kept column whose name is not unique is refused, naming it, and nothing is
+/// written; the other columns still read.
+#[test]
+fn a_column_name_the_file_holds_twice_is_refused_as_ambiguous() {
+    let dir = tempdir();
+    let input = dir.path().join("dup.parquet");
+    let n = 20;
+    let x = gaussian_rows(n, 5, 31);
+    let col = |j: usize| Arc::new(Float64Array::from((0..n).map(|i| x[i * 5 + j]).collect::<Vec<f64>>())) as ArrayRef;
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("a", col(0)),
+        ("b", col(1)),
+        ("c", col(2)),
+        ("d", col(3)),
+        ("e", col(4)),
+        ("b", col(0)),
+        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64))),
+        ("id", Arc::new(Int64Array::from_iter_values(0..n as i64))),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut w = ArrowWriter::try_new(File::create(&input).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let flow = reference_model("seed4d").unwrap();
+    let engine = flow.engine(&Device::Native).unwrap();
+    let out = dir.path().join("out.parquet");
+    std::fs::write(&out, b"an existing output").unwrap();
+    for (columns, keep, name) in
+        [(&["a", "b", "c", "d"][..], &[][..], "\"b\""), (&["a", "c", "d", "e"][..], &["id"][..], "\"id\"")]
+    {
+        let err = score_file(engine.as_ref(), &input, Some(&out), &options(0, columns, keep)).unwrap_err().to_string();
+        assert!(err.contains(&format!("the file has 2 columns named {name}")), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"an existing output");
+    }
+    // the columns whose names are unique still read
+    let npy_out = dir.path().join("lp.npy");
+    score_file(engine.as_ref(), &input, Some(&npy_out), &options(0, &["a", "c", "d", "e"], &[])).unwrap();
+    assert!(npy_out.exists());
+}
+
 #[test]
 fn parquet_scoring_memory_stays_bounded_on_a_file_larger_than_the_chunk() {
     // 4·10⁶ rows × 4 float32 features = 64 MB of features (plus 32 MB of ids), chunks of 2¹⁶ rows

@@ -255,7 +255,9 @@ class Flow:
         details, text = self._engine.verify(a)
         return VerifyReport(json.loads(details), text)
 
-    def save(self, path: PathLike, *, float32: bool = False) -> None:
-        """Writes the model (``.safetensors``, atomically); parameters in float64 unless
-        ``float32``. ``realnvp`` CLI commands and :func:`load` read it."""
+    def save(self, path: PathLike, *, float32: Optional[bool] = None) -> None:
+        """Writes the model (``.safetensors``, atomically); parameters in float32 if ``float32``
+        is True, float64 if False, and by default in the precision they were loaded in (a model
+        file's own; float64 for a converted model). ``realnvp`` CLI commands and :func:`load`
+        read it."""
         self._engine.model.save(os.fspath(path), float32=float32)

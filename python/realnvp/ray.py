@@ -313,9 +313,11 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
     2.60 does not fuse a map that asks for a batch size with the read before it). num_gpus:
     per actor or task. threads: CPU threads per actor or task for the native engine
     (default: all the worker's cores; set it to ``num_cpus`` when several share a node).
-    num_cpus: Ray CPUs each actor or task reserves (Ray's default 1); with actors, the read
-    tasks need CPUs too, so on a cluster of C CPUs keep ``concurrency × num_cpus < C`` (e.g.
-    0.5 for two actors on two CPUs), or the pipeline waits for a free CPU forever.
+    num_cpus: Ray CPUs each actor or task reserves (Ray's default 1). With actors, the read
+    tasks need a whole CPU too: on a cluster of C CPUs the actors' ``concurrency × num_cpus``
+    must leave one free, or the pipeline would wait for a free CPU forever. Left out, it is
+    sized to ``(C − 1) / concurrency`` where Ray's 1 would not fit (two actors on two CPUs: 0.5
+    each); given, a value that would not fit is a ``ValueError`` saying what to pass.
     """
     payload = _model_bytes(model)
     info = _open(payload, "cpu", "auto", 1).info
@@ -345,65 +347,24 @@ def score(dataset: Any, model: ModelLike, columns: Optional[Sequence[str]] = Non
         return dataset.map_batches(_score_task, fn_args=args + (hashlib.sha256(payload).hexdigest(),), **common)
     pool = ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1]) if isinstance(
         concurrency, tuple) else ray.data.ActorPoolStrategy(size=concurrency)
+    common["num_cpus"] = _actor_cpus(concurrency, num_cpus)
     return dataset.map_batches(_Scorer, fn_constructor_args=args, compute=pool, **common)
 
 
-def _arrow_type(t: Any) -> Any:
-    """A Ray schema type as an Arrow type (Ray may report NumPy dtypes)."""
-    import pyarrow as pa
-
-    if isinstance(t, pa.DataType):
-        return t
-    try:
-        return pa.from_numpy_dtype(np.dtype(t))
-    except TypeError:
-        return pa.null()
-
-
-def _finite_sum(batch: Any, column: str) -> Dict[str, List[float]]:
-    v = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-    finite = np.isfinite(v)
-    return {"rows": [len(v)], "finite_rows": [int(finite.sum())], "sum": [float(v[finite].sum())]}
-
-
-def mean_log_prob(dataset: Any, column: str = "log_prob") -> float:
-    """Mean of ``column`` over its finite rows (nulls, NaN and ±Inf are counted out), as
-    ``realnvp score`` reports it; NaN when no row is finite."""
-    parts = dataset.map_batches(_finite_sum, fn_kwargs={"column": column}, batch_format="pyarrow").take_all()
-    finite = sum(p["finite_rows"] for p in parts)
-    return float(sum(p["sum"] for p in parts) / finite) if finite else float("nan")
-
-
-def _sample_shard(batch: Dict[str, np.ndarray], model: bytes, seed: int, temperature: float, device: str,
-                  kernel: str, threads: Optional[int]) -> Dict[str, np.ndarray]:
-    flow = _open(model, device, kernel, threads)
-    names = flow.info.get("features") or [f"x{j}" for j in range(flow.dim)]
-    out: Dict[str, List[np.ndarray]] = {}
-    for first, rows in zip(batch["first_row"], batch["rows"]):
-        x, log_q = flow.sample(int(rows), seed=seed, first_row=int(first), temperature=temperature)
-        out.setdefault("row", []).append(np.arange(int(first), int(first) + int(rows), dtype=np.uint64))
-        for j, name in enumerate(names):
-            out.setdefault(name, []).append(x[:, j])
-        out.setdefault("log_q", []).append(log_q)
-    return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def sample(model: ModelLike, n: int, seed: int, shards: int = 1, device: str = "auto", *, first_row: int = 0,
-           temperature: float = 1.0, kernel: str = "auto", threads: Optional[int] = None,
-           num_gpus: Optional[float] = None) -> Any:
-    """Draws rows ``first_row … first_row + n − 1`` of ``seed``'s stream as a Ray Dataset with
-    columns ``row`` (the global row index), ``x0…`` (or the model's feature names) and
-    ``log_q``; shard k draws its own
-    contiguous range, so the rows equal ``realnvp sample --seed S -n N`` row for row (sort by
-    ``row``: Ray does not keep the shards' order unless told to)."""
-    if n < 0 or shards < 1:
-        raise ValueError(f"n must be >= 0 and shards >= 1, got n={n}, shards={shards}")
-    payload = _model_bytes(model)
-    bounds = [first_row + (n * k) // shards for k in range(shards + 1)]
-    items = [{"first_row": bounds[k], "rows": bounds[k + 1] - bounds[k]} for k in range(shards)]
-    return ray.data.from_items(items, override_num_blocks=shards).map_batches(
-        _sample_shard,
-        fn_kwargs=dict(model=payload, seed=seed, temperature=temperature, device=device, kernel=kernel, threads=threads),
-        batch_size=1,
-        num_gpus=num_gpus,
-    )
+def _actor_cpus(concurrency: Union[int, tuple], num_cpus: Optional[float]) -> float:
+    """CPUs per scoring actor that leave a read task its CPU: ``num_cpus`` if the largest pool
+    leaves one free, else an error; Ray's default 1 where it does, else the cluster's CPUs but
+    one shared by the actors (a pool holding every CPU starves the reads forever)."""
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data does on first use; its CPU count is needed here
+    cluster = float(ray.cluster_resources().get("CPU", 0))
+    actors = concurrency[1] if isinstance(concurrency, tuple) else concurrency
+    spare = max(cluster - 1.0, 0.0) / max(actors, 1)
+    if num_cpus is not None:
+        if actors * num_cpus > cluster - 1.0:
+            raise ValueError(
+                f"concurrency={concurrency!r} actors of num_cpus={num_cpus:g} would hold {actors * num_cpus:g} of the "
+                f"cluster's {cluster:g} CPUs, leaving no whole CPU for the read tasks (the run would wait forever); "
+                f"pass num_cpus={spare:.3g} or less, or fewer actors")
+        return num_cpus
+    return min(1.0, spare)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use realnvp::convert::{self, Keyless, NflowsOptions, NormflowsOptions, StateDict};
+use realnvp::format::TensorDtype;
 use realnvp::model::{Activation, OutputFn};
 use realnvp::Error;
 
@@ -57,7 +58,7 @@ pub fn normflows_model(
         flows,
     };
     let flow = py.detach(|| convert::from_normflows(&mut sd, &options)).map_err(to_py)?;
-    Ok(Model { flow: Arc::new(flow) })
+    Ok(Model { flow: Arc::new(flow), stored: TensorDtype::F64 })
 }
 
 /// An nflows `SimpleRealNVP` from its state_dict and its constructor arguments.
@@ -85,5 +86,5 @@ pub fn nflows_model(
         activation: parse::<Activation>(activation)?,
     };
     let flow = py.detach(|| convert::from_nflows(&mut sd, &options)).map_err(to_py)?;
-    Ok(Model { flow: Arc::new(flow) })
+    Ok(Model { flow: Arc::new(flow), stored: TensorDtype::F64 })
 }

@@ -26,6 +26,8 @@ use crate::errors::to_py;
 #[pyclass(frozen, module = "realnvp._realnvp")]
 pub struct Model {
     pub flow: Arc<Flow>,
+    /// The precision `save` writes unless told: the loaded file's (float64 for a converted model).
+    pub stored: TensorDtype,
 }
 
 /// What `Flow.info` reports about a model.
@@ -46,14 +48,19 @@ impl Model {
     /// Reads a `.safetensors` model file (docs/FORMAT.md).
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
-        let flow = py.detach(|| Flow::load(&path)).map_err(to_py)?;
-        Ok(Model { flow: Arc::new(flow) })
+        let (flow, stored) = py.detach(|| Flow::load_with_dtype(&path)).map_err(to_py)?;
+        Ok(Model { flow: Arc::new(flow), stored })
     }
 
-    /// Writes the model atomically; parameters as float64 unless `float32`.
-    #[pyo3(signature = (path, float32 = false))]
-    fn save(&self, py: Python<'_>, path: PathBuf, float32: bool) -> PyResult<()> {
-        let dtype = if float32 { TensorDtype::F32 } else { TensorDtype::F64 };
+    /// Writes the model atomically; parameters as float32 if `float32`, float64 if false, and
+    /// in the precision the model was loaded in if None (float64 for a converted model).
+    #[pyo3(signature = (path, float32 = None))]
+    fn save(&self, py: Python<'_>, path: PathBuf, float32: Option<bool>) -> PyResult<()> {
+        let dtype = match float32 {
+            Some(true) => TensorDtype::F32,
+            Some(false) => TensorDtype::F64,
+            None => self.stored,
+        };
         py.detach(|| self.flow.save(&path, dtype)).map_err(to_py)
     }
 
@@ -158,8 +165,8 @@ impl Engine {
         let what = if pass == Pass::ToData { "z" } else { "x" };
         let maps = pass.maps_rows();
         with_rows::<T, _>(x, d, what, |input, n| {
-            let mut rows = vec![T::zero(); if maps { n * d } else { 0 }];
-            let mut per_row = vec![T::zero(); n];
+            let mut rows = zeroed::<T>(n, if maps { d } else { 0 })?;
+            let mut per_row = zeroed::<T>(n, 1)?;
             let mut sum = LogLikelihoodSum::default();
             let mut start = 0;
             while start < n {
@@ -181,8 +188,8 @@ impl Engine {
     fn sample_in<T: Real + Element>(&self, py: Python<'_>, n: usize, draw: Draw) -> PyResult<PassOut<T>> {
         let d = self.engine.flow().dim;
         draw.check(n).map_err(to_py)?;
-        let mut x = vec![T::zero(); n * d];
-        let mut log_q = vec![T::zero(); n];
+        let mut x = zeroed::<T>(n, d)?;
+        let mut log_q = zeroed::<T>(n, 1)?;
         let mut done = 0usize;
         for (x, log_q) in x.chunks_mut((self.chunk_rows * d).max(1)).zip(log_q.chunks_mut(self.chunk_rows)) {
             let draw = draw.skip(done as u64);
@@ -193,6 +200,24 @@ impl Engine {
         }
         Ok((x, log_q))
     }
+}
+
+/// A result buffer of `n` rows × `width` values, zeroed; `MemoryError` (not an abort of the
+/// interpreter) when it cannot be allocated, before anything is written to it.
+fn zeroed<T: Real>(n: usize, width: usize) -> PyResult<Vec<T>> {
+    let too_large = || {
+        pyo3::exceptions::PyMemoryError::new_err(format!(
+            "{n} rows of {width} values ({:.3e} bytes) do not fit in memory; stream them to a file instead \
+             (`realnvp sample --model MODEL -n N --output x.npy` writes any number of rows in bounded memory; \
+             Flow.score_file for scores)",
+            n as f64 * width as f64 * std::mem::size_of::<T>() as f64
+        ))
+    };
+    let len = n.checked_mul(width).ok_or_else(too_large)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| too_large())?;
+    v.resize(len, T::zero());
+    Ok(v)
 }
 
 fn json<T: Serialize>(value: &T) -> PyResult<String> {

@@ -2,6 +2,8 @@
 random models: every dtype and memory layout, zero and one rows, NaN rows, bad input."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -246,6 +248,41 @@ def test_save_and_load_round_trip(models, tmp_path):
     x = rows(100, 8, seed=10)
     np.testing.assert_array_equal(again.log_prob(x), flow.log_prob(x))
     assert (tmp_path / "copy.safetensors").read_bytes() == (models["d8_gelu_tanhexp"]).read_bytes()
+
+
+def test_save_keeps_the_precision_the_model_was_stored_in(cli, tmp_path):
+    # issue #31: a float32 file loaded and saved came back float64 (72 KB -> 137 KB)
+    cli("init", "--dim", "6", "--layers", "4", "--hidden", "16,16", "--seed", "3", "-o", tmp_path / "f32.safetensors")
+    f32 = realnvp.load(tmp_path / "f32.safetensors", device="cpu")
+    f32.save(tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == (tmp_path / "f32.safetensors").read_bytes()
+    f32.save(tmp_path / "wide.safetensors", float32=False)
+    assert (tmp_path / "wide.safetensors").stat().st_size > 1.5 * (tmp_path / "f32.safetensors").stat().st_size
+    wide = realnvp.load(tmp_path / "wide.safetensors", device="cpu")
+    x = rows(50, 6, seed=4)
+    np.testing.assert_array_equal(wide.log_prob(x), f32.log_prob(x))
+    wide.save(tmp_path / "wide2.safetensors")  # a float64 file stays float64
+    assert (tmp_path / "wide2.safetensors").read_bytes() == (tmp_path / "wide.safetensors").read_bytes()
+    wide.save(tmp_path / "narrow.safetensors", float32=True)
+    assert (tmp_path / "narrow.safetensors").read_bytes() == (tmp_path / "f32.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("call", ["flow.sample(10**15)", "flow.sample(2**62)"])
+def test_a_sample_too_large_for_memory_raises_instead_of_aborting(models, call):
+    # issue #31: flow.sample(10**15) aborted the interpreter ("memory allocation of ... failed");
+    # run in a child so that a regression fails this test rather than killing the suite
+    code = (
+        "import realnvp, sys\n"
+        f"flow = realnvp.load({str(models['d5_tanh'])!r}, device='native')\n"
+        "try:\n"
+        f"    {call}\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e); sys.exit(0)\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "realnvp sample" in done.stdout, done.stdout
 
 
 def test_info_and_repr(models):

@@ -120,6 +120,31 @@ def test_cluster_scores_equal_the_cli_row_for_row(cluster, cli, models, tmp_path
     assert rr.mean_log_prob(scored) == pytest.approx(finite.mean(), rel=1e-12)
 
 
+def test_actors_that_would_hold_every_cpu_are_sized_to_leave_the_reads_some(cluster, cli, models, tmp_path):
+    # issue #31: concurrency=2 on a 2-CPU cluster waited forever (the actors held both CPUs,
+    # the read tasks never started); left out, num_cpus is now sized to fit, and given, a
+    # value that cannot fit is refused at once
+    data = tmp_path / "data"
+    data.mkdir()
+    table = write_dataset(data, files=2, rows=500)
+    model = tmp_path / "d4.safetensors"
+    cli("init", "--dim", 4, "--layers", 2, "--hidden", "8", "--seed", 5, "-o", model)
+    with pytest.raises(ValueError, match=r"of the cluster's 2 CPUs.*num_cpus=0.5 or less"):
+        rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="native", concurrency=2, num_cpus=1)
+    done = {}
+
+    def run():
+        scored = rr.score(ray.data.read_parquet(str(data)), model, columns=FEATURES, device="native", concurrency=2,
+                          threads=1)
+        done["out"] = arrow(scored)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=90)
+    assert "out" in done, "scoring with concurrency=2 on 2 CPUs did not finish in 90 s"
+    assert done["out"].num_rows == table.num_rows
+
+
 @pytest.mark.parametrize("concurrency,reader", [(2, "ray"), (None, "realnvp")], ids=["actors", "tasks"])
 def test_a_killed_worker_is_retried_and_nothing_is_lost(cluster, cli, tmp_path, concurrency, reader):
     data, outs = tmp_path / "data", tmp_path / "cli"

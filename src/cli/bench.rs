@@ -65,8 +65,19 @@ fn bench(model: &str, devices: &[Device], mut options: BenchOptions, json: Optio
     for device in devices {
         match device {
             Device::All => {
+                // every device once: an adapter that is another's device under a less
+                // preferred backend is left out, and said so
                 options.native = true;
-                options.adapters.extend(0..adapters().len());
+                let infos: Vec<_> = adapters().iter().map(|a| a.get_info()).collect();
+                for (k, merged) in gpu::merged_into(&infos).into_iter().enumerate() {
+                    match merged {
+                        None => options.adapters.push(k),
+                        Some(j) => eprintln!(
+                            "gpu:{k} ({}, {:?}) is gpu:{j}'s device under another backend: measured once, as gpu:{j} ({:?})",
+                            infos[k].name, infos[k].backend, infos[j].backend
+                        ),
+                    }
+                }
             }
             Device::Native => options.native = true,
             Device::Cpu => options.reference = true,

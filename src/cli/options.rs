@@ -74,7 +74,7 @@ impl Common {
         let options = GpuOptions { chunk_rows: self.chunk_rows, kernel: self.kernel.kernel, ..GpuOptions::default() };
         let engine = open_engine(flow, &self.device, &options)?;
         if !self.quiet {
-            if self.device == Device::Auto {
+            if matches!(self.device, Device::Auto | Device::All) {
                 eprintln!("device: {}", engine.name());
             }
             if let Some(note) = engine.note() {

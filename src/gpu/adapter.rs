@@ -40,6 +40,28 @@ pub fn best_adapter(adapters: &[wgpu::Adapter]) -> Option<usize> {
     (0..adapters.len()).min_by_key(|&k| adapter_rank(&adapters[k].get_info()))
 }
 
+/// How `--device all` treats each adapter of [`adapters`] (given their infos): `None` for one
+/// it runs, `Some(k)` for one that is adapter k's device under a less preferred backend. wgpu
+/// lists a GPU once per backend that drives it (llvmpipe under Vulkan and GL; a desktop GPU
+/// under Vulkan and GL): adapters of the same type and name (a GL renderer string's
+/// "/PCIe/SSE2"-style suffix ignored) under different backends are one device, run through
+/// the best backend by [`adapter_rank`] (ties: the first listed). Adapters of one backend are
+/// never merged: two cards of one model are two devices.
+pub fn merged_into(infos: &[wgpu::AdapterInfo]) -> Vec<Option<usize>> {
+    let key = |info: &wgpu::AdapterInfo| {
+        (info.device_type, info.name.split('/').next().unwrap_or_default().trim().to_owned())
+    };
+    let order = |k: usize| (adapter_rank(&infos[k]), k);
+    (0..infos.len())
+        .map(|k| {
+            (0..infos.len())
+                .filter(|&j| infos[j].backend != infos[k].backend && key(&infos[j]) == key(&infos[k]))
+                .min_by_key(|&j| order(j))
+                .filter(|&j| order(j) < order(k))
+        })
+        .collect()
+}
+
 /// True for adapters that emulate a GPU on the CPU (lavapipe, llvmpipe, WARP).
 pub fn is_cpu_adapter(info: &wgpu::AdapterInfo) -> bool {
     info.device_type == wgpu::DeviceType::Cpu
@@ -83,4 +105,46 @@ pub fn open_device(adapter: &wgpu::Adapter, label: &str) -> Result<(wgpu::Device
 /// and loop limiter the kernel choice must respect ([`super::kernel::choose`]).
 pub(crate) fn is_llvmpipe(info: &wgpu::AdapterInfo) -> bool {
     info.driver.to_lowercase().contains("llvmpipe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merged_into;
+    use wgpu::{AdapterInfo, Backend, DeviceType};
+
+    fn info(name: &str, device_type: DeviceType, backend: Backend) -> AdapterInfo {
+        AdapterInfo { name: name.into(), ..AdapterInfo::new(device_type, backend) }
+    }
+
+    /// Issue #31: `--device all` split one CPU emulation across its Vulkan and GL adapters.
+    #[test]
+    fn one_device_under_two_backends_runs_once_through_the_better_one() {
+        let llvmpipe = "llvmpipe (LLVM 15.0.6, 256 bits)";
+        // GL listed first: the Vulkan adapter is still the one kept
+        let infos = [info(llvmpipe, DeviceType::Cpu, Backend::Gl), info(llvmpipe, DeviceType::Cpu, Backend::Vulkan)];
+        assert_eq!(merged_into(&infos), vec![Some(1), None]);
+        // a desktop GPU under Vulkan and GL (GL's renderer string carries a suffix), and an
+        // integrated one under Vulkan only
+        let infos = [
+            info("NVIDIA GeForce RTX 3080", DeviceType::DiscreteGpu, Backend::Vulkan),
+            info("Intel(R) UHD Graphics 770", DeviceType::IntegratedGpu, Backend::Vulkan),
+            info("NVIDIA GeForce RTX 3080/PCIe/SSE2", DeviceType::DiscreteGpu, Backend::Gl),
+        ];
+        assert_eq!(merged_into(&infos), vec![None, None, Some(0)]);
+    }
+
+    #[test]
+    fn two_cards_of_one_model_are_two_devices() {
+        let h100 = "NVIDIA H100 80GB HBM3";
+        let infos = [
+            info(h100, DeviceType::DiscreteGpu, Backend::Vulkan),
+            info(h100, DeviceType::DiscreteGpu, Backend::Vulkan),
+            info(h100, DeviceType::DiscreteGpu, Backend::Gl),
+        ];
+        assert_eq!(merged_into(&infos), vec![None, None, Some(0)]);
+        // a name shared by a CPU emulation and a GPU does not merge them
+        let infos =
+            [info("same", DeviceType::DiscreteGpu, Backend::Vulkan), info("same", DeviceType::Cpu, Backend::Gl)];
+        assert_eq!(merged_into(&infos), vec![None, None]);
+    }
 }

@@ -13,6 +13,6 @@ pub mod fma;
 pub mod kernel;
 mod resources;
 
-pub use adapter::{adapters, best_adapter, describe_adapter, instance, is_cpu_adapter, open_device};
+pub use adapter::{adapters, best_adapter, describe_adapter, instance, is_cpu_adapter, merged_into, open_device};
 pub use engine::{GpuEngine, GpuOptions, TierSwitch, CPU_WAIT_ROWS};
 pub use kernel::{KernelForm, WORKGROUP_ROWS};

@@ -136,7 +136,7 @@ impl Engine for NativeEngine {
     fn name(&self) -> String {
         let name = format!("native (float32 CPU, {})", thread_count());
         match &self.reason {
-            Some(reason) => format!("{name}; auto: {reason}"),
+            Some(reason) => format!("{name}; {reason}"),
             None => name,
         }
     }
