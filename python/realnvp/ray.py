@@ -368,3 +368,64 @@ def _actor_cpus(concurrency: Union[int, tuple], num_cpus: Optional[float]) -> fl
                 f"pass num_cpus={spare:.3g} or less, or fewer actors")
         return num_cpus
     return min(1.0, spare)
+
+
+def _arrow_type(t: Any) -> Any:
+    """A Ray schema type as an Arrow type (Ray may report NumPy dtypes)."""
+    import pyarrow as pa
+
+    if isinstance(t, pa.DataType):
+        return t
+    try:
+        return pa.from_numpy_dtype(np.dtype(t))
+    except TypeError:
+        return pa.null()
+
+
+def _finite_sum(batch: Any, column: str) -> Dict[str, List[float]]:
+    v = batch.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    finite = np.isfinite(v)
+    return {"rows": [len(v)], "finite_rows": [int(finite.sum())], "sum": [float(v[finite].sum())]}
+
+
+def mean_log_prob(dataset: Any, column: str = "log_prob") -> float:
+    """Mean of ``column`` over its finite rows (nulls, NaN and ±Inf are counted out), as
+    ``realnvp score`` reports it; NaN when no row is finite."""
+    parts = dataset.map_batches(_finite_sum, fn_kwargs={"column": column}, batch_format="pyarrow").take_all()
+    finite = sum(p["finite_rows"] for p in parts)
+    return float(sum(p["sum"] for p in parts) / finite) if finite else float("nan")
+
+
+def _sample_shard(batch: Dict[str, np.ndarray], model: bytes, seed: int, temperature: float, device: str,
+                  kernel: str, threads: Optional[int]) -> Dict[str, np.ndarray]:
+    flow = _open(model, device, kernel, threads)
+    names = flow.info.get("features") or [f"x{j}" for j in range(flow.dim)]
+    out: Dict[str, List[np.ndarray]] = {}
+    for first, rows in zip(batch["first_row"], batch["rows"]):
+        x, log_q = flow.sample(int(rows), seed=seed, first_row=int(first), temperature=temperature)
+        out.setdefault("row", []).append(np.arange(int(first), int(first) + int(rows), dtype=np.uint64))
+        for j, name in enumerate(names):
+            out.setdefault(name, []).append(x[:, j])
+        out.setdefault("log_q", []).append(log_q)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def sample(model: ModelLike, n: int, seed: int, shards: int = 1, device: str = "auto", *, first_row: int = 0,
+           temperature: float = 1.0, kernel: str = "auto", threads: Optional[int] = None,
+           num_gpus: Optional[float] = None) -> Any:
+    """Draws rows ``first_row … first_row + n − 1`` of ``seed``'s stream as a Ray Dataset with
+    columns ``row`` (the global row index), ``x0…`` (or the model's feature names) and
+    ``log_q``; shard k draws its own
+    contiguous range, so the rows equal ``realnvp sample --seed S -n N`` row for row (sort by
+    ``row``: Ray does not keep the shards' order unless told to)."""
+    if n < 0 or shards < 1:
+        raise ValueError(f"n must be >= 0 and shards >= 1, got n={n}, shards={shards}")
+    payload = _model_bytes(model)
+    bounds = [first_row + (n * k) // shards for k in range(shards + 1)]
+    items = [{"first_row": bounds[k], "rows": bounds[k + 1] - bounds[k]} for k in range(shards)]
+    return ray.data.from_items(items, override_num_blocks=shards).map_batches(
+        _sample_shard,
+        fn_kwargs=dict(model=payload, seed=seed, temperature=temperature, device=device, kernel=kernel, threads=threads),
+        batch_size=1,
+        num_gpus=num_gpus,
+    )
