@@ -34,12 +34,12 @@ groups=(
 )
 
 # CI's bounded run (.ci/run): modules whose every viable mutant was caught in full runs
-# (TESTING.md), as many mutants as fit in $MUTANTS_SECONDS (default 240), built in place with
+# (TESTING.md), as many mutants as fit in $MUTANTS_SECONDS (default 240; CI 120), built in place with
 # the release profile that the test command has just built (each mutant rebuilds the crate
 # and its test binaries: ~1 min on 2 cores). The mutants are taken one at a time (round-robin
 # shards of one mutant each) from a start chosen by the commit, so a rerun repeats them and
-# successive commits walk through them all. A missed mutant fails CI: a test stopped guarding
-# its module.
+# other commits test other mutants. A missed mutant fails CI: a test stopped guarding its
+# module.
 if [ "${1:-}" = --ci ]; then
   files=(-f src/npy.rs -f src/philox.rs)
   tests=(--lib --test bad_input --test cli --test parquet)

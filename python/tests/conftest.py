@@ -27,8 +27,10 @@ def rel_err(a, ref):
 
 @pytest.fixture(scope="session")
 def cli():
-    """Runs the `realnvp` binary (built by `cargo build --release` if it is not there)."""
-    exe = Path(os.environ.get("REALNVP_BIN", ROOT / "target" / "release" / "realnvp"))
+    """Runs the `realnvp` binary ($REALNVP_BIN, else cargo's release build, in $CARGO_TARGET_DIR
+    or target/; built by `cargo build --release` if it is not there)."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    exe = Path(os.environ.get("REALNVP_BIN") or target / "release" / "realnvp")
     if not exe.exists():
         subprocess.run(["cargo", "build", "--release", "--bin", "realnvp"], cwd=ROOT, check=True)
 
